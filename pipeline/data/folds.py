@@ -1,0 +1,124 @@
+"""Seeded K-fold splits, saved to JSON so that a run can be repeated exactly.
+
+A split file holds ``{"seed", "num_folds", "folds": [{"train": [case ids], "val": [case ids]}, ...]}``; a bare
+list of ``{"train", "val"}`` dicts (nnU-Net's ``splits_final.json``) is read as well, so nnU-Net folds can be
+reused as they are. Cases are shuffled with ``numpy.random.default_rng(seed)`` and dealt into ``num_folds``
+near-equal validation sets; fold ``k`` trains on the others.
+
+Example:
+    >>> splits = make_splits([f"case_{i}" for i in range(10)], num_folds=5, seed=0)
+    >>> len(splits["folds"]), len(splits["folds"][0]["val"]), len(splits["folds"][0]["train"])
+    (5, 2, 8)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import DatasetError
+
+__all__ = ["make_splits", "save_splits", "load_splits", "split_items", "fold_datalist"]
+
+logger = logging.getLogger(__name__)
+
+
+def make_splits(cases: list[str], num_folds: int = 5, seed: int = 0) -> dict:
+    """Shuffle ``cases`` with ``seed`` and deal them into ``num_folds`` folds.
+
+    Args:
+        cases: unique case ids (their order does not matter: they are sorted first).
+        num_folds: K, >= 2 and <= number of cases. Defaults to 5.
+        seed: shuffle seed. Defaults to 0.
+
+    Raises:
+        ValueError: ``num_folds`` out of range, or duplicate case ids.
+    """
+    ordered = sorted(cases)
+    if len(set(ordered)) != len(ordered):
+        dupes = sorted({c for c in ordered if ordered.count(c) > 1})
+        raise ValueError(f"case ids must be unique to split into folds, got duplicates {dupes[:5]}")
+    if not 2 <= int(num_folds) <= len(ordered):
+        raise ValueError(f"num_folds must be >= 2 and <= the number of cases ({len(ordered)}), got {num_folds}")
+    order = np.random.default_rng(int(seed)).permutation(len(ordered))
+    val_sets = [sorted(ordered[i] for i in part) for part in np.array_split(order, int(num_folds))]
+    folds = [{"train": sorted(set(ordered) - set(val)), "val": val} for val in val_sets]
+    return {"seed": int(seed), "num_folds": int(num_folds), "folds": folds}
+
+
+def save_splits(splits: dict, path: str | os.PathLike) -> Path:
+    """Write ``splits`` to ``path`` as JSON (atomically)."""
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.part")
+    tmp.write_text(json.dumps(splits, indent=1) + "\n")
+    os.replace(tmp, dest)
+    return dest
+
+
+def load_splits(path: str | os.PathLike) -> dict:
+    """Read a split file written by :func:`save_splits`, or nnU-Net's ``splits_final.json``."""
+    src = Path(path)
+    try:
+        data = json.loads(src.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DatasetError(src, "a split file must be readable JSON", exc) from exc
+    if isinstance(data, list):
+        data = {"seed": None, "num_folds": len(data), "folds": data}
+    folds = data.get("folds") if isinstance(data, dict) else None
+    if not isinstance(folds, list) or not all(isinstance(f, dict) and {"train", "val"} <= set(f) for f in folds):
+        raise DatasetError(src, "a split file must hold a list of {'train': [...], 'val': [...]} folds")
+    return data
+
+
+def split_items(items: list[dict], splits: dict, fold: int) -> tuple[list[dict], list[dict]]:
+    """The (train, val) datalist items of ``fold``, in datalist order.
+
+    Args:
+        items: datalist items with a ``case`` key.
+        splits: from :func:`make_splits` or :func:`load_splits`.
+        fold: 0-based fold index.
+
+    Raises:
+        ValueError: fold out of range, or the split names cases the datalist lacks.
+    """
+    folds = splits["folds"]
+    if not 0 <= int(fold) < len(folds):
+        raise ValueError(f"fold must be >= 0 and < {len(folds)}, got {fold}")
+    chosen = folds[int(fold)]
+    known = {item["case"] for item in items}
+    missing = sorted((set(chosen["train"]) | set(chosen["val"])) - known)
+    if missing:
+        raise ValueError(f"the split names {len(missing)} case(s) the datalist does not hold, e.g. {missing[:3]}")
+    train, val = set(chosen["train"]), set(chosen["val"])
+    unassigned = known - train - val
+    if unassigned:
+        logger.warning("%d case(s) are in neither the train nor the val part of fold %d, e.g. %s",
+                       len(unassigned), fold, sorted(unassigned)[:3])
+    return [i for i in items if i["case"] in train], [i for i in items if i["case"] in val]
+
+
+def fold_datalist(items: list[dict], fold: int = 0, num_folds: int = 5, seed: int = 0,
+                  splits_file: str | os.PathLike | None = None) -> tuple[list[dict], list[dict]]:
+    """Train/val items of one fold, reusing ``splits_file`` when it exists and writing it when it does not.
+
+    Args:
+        items: datalist items with a ``case`` key.
+        fold: fold index. Defaults to 0.
+        num_folds: K for a new split. Defaults to 5.
+        seed: seed for a new split. Defaults to 0.
+        splits_file: where the split is kept. Defaults to None (compute, do not save).
+    """
+    if splits_file is not None and Path(splits_file).exists():
+        splits = load_splits(splits_file)
+        logger.info("using the folds of %s", splits_file)
+    else:
+        splits = make_splits([i["case"] for i in items], num_folds, seed)
+        if splits_file is not None:
+            save_splits(splits, splits_file)
+            logger.info("wrote %d-fold split (seed %d) to %s", num_folds, seed, splits_file)
+    return split_items(items, splits, fold)

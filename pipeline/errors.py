@@ -1,0 +1,63 @@
+"""Exceptions that user-facing code raises: each message names the file (or option), the rule and the value.
+
+Example:
+    >>> raise DatasetError("labelsTr/case_1.nii.gz", "label values must be among the declared labels [0, 1, 2]", "[0, 1, 7]")
+    Traceback (most recent call last):
+    ...
+    pipeline.errors.DatasetError: labelsTr/case_1.nii.gz: label values must be among the declared labels [0, 1, 2], got [0, 1, 7]
+"""
+
+from __future__ import annotations
+
+__all__ = ["PipelineError", "DatasetError", "ImageReadError", "ImageWriteError"]
+
+
+class PipelineError(Exception):
+    """Base class of the errors this package raises for bad input; the CLI prints them on one line."""
+
+
+class DatasetError(PipelineError, ValueError):
+    """A dataset or datalist breaks a rule.
+
+    Args:
+        where: the file (or dataset folder) at fault.
+        rule: the rule it breaks, phrased as what must hold.
+        value: what was found instead (optional).
+    """
+
+    def __init__(self, where: object, rule: str, value: object | None = None) -> None:
+        self.where = str(where)
+        self.rule = rule
+        self.value = value
+        message = f"{self.where}: {rule}"
+        if value is not None:
+            message += f", got {value}"
+        super().__init__(message)
+
+
+class ImageReadError(PipelineError, OSError):
+    """An image file or DICOM folder cannot be read.
+
+    Args:
+        path: the file or folder.
+        reason: why, in a few words (the reader's own message where it has one).
+    """
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot read image '{self.path}': {reason}")
+
+
+class ImageWriteError(PipelineError, OSError):
+    """An output image cannot be written.
+
+    Args:
+        path: the destination.
+        reason: why.
+    """
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot write image '{self.path}': {reason}")

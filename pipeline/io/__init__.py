@@ -1,0 +1,30 @@
+"""Medical image IO with full geometry: NIfTI, NRRD, MHA/MHD and DICOM series (SimpleITK/GDCM)."""
+
+from __future__ import annotations
+
+from pipeline.io.geometry import Geometry
+from pipeline.io.reader import (
+    IMAGE_SUFFIXES,
+    ImageHeader,
+    Volume,
+    image_suffix,
+    is_dicom_series,
+    is_image_file,
+    read_header,
+    read_image,
+)
+from pipeline.io.writer import label_suffix_for, write_image
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "Geometry",
+    "ImageHeader",
+    "Volume",
+    "image_suffix",
+    "is_dicom_series",
+    "is_image_file",
+    "label_suffix_for",
+    "read_header",
+    "read_image",
+    "write_image",
+]

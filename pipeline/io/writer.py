@@ -1,0 +1,95 @@
+"""Write images (label maps above all) on a given grid, atomically.
+
+A label map is written on the grid of the image it was predicted from: same shape, spacing, origin and
+direction, so that it overlays the input in any viewer. The format follows the output file's ending; DICOM
+input gets NIfTI output (:func:`label_suffix_for`). Every write goes to a temporary file in the destination
+folder first and is renamed into place, so a killed job never leaves a half-written file under the final name.
+
+Example:
+    >>> vol = read_image("mr_lps.nii.gz")                                   # doctest: +SKIP
+    >>> write_image(labels, vol.geometry, "out/mr_lps_seg.nii.gz")          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from pipeline.errors import ImageWriteError
+from pipeline.io.geometry import Geometry
+from pipeline.io.reader import IMAGE_SUFFIXES, image_suffix
+
+__all__ = ["write_image", "label_suffix_for"]
+
+logger = logging.getLogger(__name__)
+
+# Endings ITK compresses with useCompression (NIfTI is compressed by its .gz ending alone).
+_COMPRESSIBLE = (".nrrd", ".mha", ".nii.gz")
+
+
+def label_suffix_for(input_path: str | os.PathLike) -> str:
+    """File ending for the label map of an input: the input's own ending, ``.nii.gz`` for DICOM folders.
+
+    Args:
+        input_path: an image file or a DICOM series folder.
+
+    Example:
+        >>> label_suffix_for("scan.nrrd"), label_suffix_for("series_dir/")
+        ('.nrrd', '.nii.gz')
+    """
+    suffix = image_suffix(input_path)
+    # .mhd/.nhdr are header + detached data pairs: write the single-file variants instead.
+    return {"": ".nii.gz", ".mhd": ".mha", ".nhdr": ".nrrd"}.get(suffix, suffix)
+
+
+def write_image(array: np.ndarray, geometry: Geometry, path: str | os.PathLike,
+                dtype: np.dtype | str | None = None, compress: bool = True) -> Path:
+    """Write ``array`` (index order x, y[, z]) on ``geometry``'s grid to ``path``, atomically.
+
+    Args:
+        array: voxels, shape ``geometry.shape``.
+        geometry: the grid to write on (usually the input image's).
+        path: destination; its ending picks the format (``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``).
+        dtype: cast to this dtype first. Defaults to None (keep ``array``'s).
+        compress: compress where the format allows. Defaults to True.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ImageWriteError: unsupported ending, array shape differs from the grid, or the write fails.
+    """
+    dest = Path(path)
+    suffix = image_suffix(dest)
+    if suffix not in (".nii.gz", ".nii", ".nrrd", ".mha"):
+        raise ImageWriteError(dest, f"output ending must be one of .nii.gz, .nii, .nrrd, .mha, got '{dest.name}'"
+                              f" (readable endings: {', '.join(IMAGE_SUFFIXES)})")
+    arr = np.asarray(array)
+    if dtype is not None:
+        arr = arr.astype(dtype, copy=False)
+    if tuple(arr.shape[: geometry.ndim]) != geometry.shape:
+        raise ImageWriteError(dest, f"array shape {arr.shape} must equal the grid shape {geometry.shape}")
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8)
+    spatial = geometry.ndim
+    order = tuple(reversed(range(spatial))) + tuple(range(spatial, arr.ndim))
+    image = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(order)), isVector=arr.ndim > spatial)
+    geometry.apply_to(image)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name[: -len(suffix)]}.", suffix=f".part{suffix}", dir=dest.parent)
+    os.close(fd)
+    try:
+        sitk.WriteImage(image, tmp, useCompression=compress and suffix in _COMPRESSIBLE)
+        os.replace(tmp, dest)
+    except (RuntimeError, OSError) as exc:
+        raise ImageWriteError(dest, str(exc).strip().splitlines()[-1]) from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    logger.debug("wrote %s (%s, %s)", dest, arr.dtype, geometry.describe())
+    return dest

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from pipeline.data import Datalist, DatasetValidationError, load_msd, validate_datalist
+from pipeline.errors import DatasetError
+
+
+@pytest.fixture()
+def broken(tmp_path, ct_dataset):
+    """A copy of the synthetic set, returned with its datalist for the test to break."""
+    root = tmp_path / "ds"
+    shutil.copytree(ct_dataset, root)
+    return root
+
+
+def _problems(root):
+    with pytest.raises(DatasetValidationError) as info:
+        validate_datalist(load_msd(root), progress=False)
+    return info.value.problems
+
+
+def test_clean_dataset_passes_and_counts_labels(ct_dataset):
+    reports = validate_datalist(load_msd(ct_dataset), progress=False)
+    assert len(reports) == 6
+    assert all(set(r.label_counts) == {0, 1, 2} for r in reports)
+    assert sum(reports[0].label_counts.values()) == 40 * 40 * 12
+
+
+def test_empty_dataset(tmp_path):
+    with pytest.raises(DatasetError, match="at least one case, got 0 cases"):
+        validate_datalist(Datalist([], source=str(tmp_path)))
+
+
+def test_missing_label(broken):
+    (broken / "labelsTr/ct_002.nii.gz").unlink()
+    (problem,) = _problems(broken)
+    assert problem.where.endswith("labelsTr/ct_002.nii.gz") and "missing label" in str(problem)
+
+
+def test_unreadable_image(broken):
+    (broken / "imagesTr/ct_001.nii.gz").write_bytes(b"this is not a nifti file")
+    (problem,) = _problems(broken)
+    assert problem.where.endswith("imagesTr/ct_001.nii.gz") and "images must be readable" in str(problem)
+
+
+def test_shape_mismatch(broken):
+    lab = nib.load(broken / "labelsTr/ct_003.nii.gz")
+    nib.save(nib.Nifti1Image(np.asarray(lab.dataobj)[:, :, :10], lab.affine), broken / "labelsTr/ct_003.nii.gz")
+    (problem,) = _problems(broken)
+    assert "shape must equal the image's (40, 40, 12), got (40, 40, 10)" in str(problem)
+
+
+def test_affine_mismatch(broken):
+    lab = nib.load(broken / "labelsTr/ct_004.nii.gz")
+    affine = lab.affine.copy()
+    affine[0, 3] += 5.0  # shifted 5 mm
+    nib.save(nib.Nifti1Image(np.asarray(lab.dataobj), affine), broken / "labelsTr/ct_004.nii.gz")
+    (problem,) = _problems(broken)
+    assert "must lie on the image's grid" in str(problem) and "origin" in str(problem)
+    assert problem.where.endswith("ct_004.nii.gz")
+
+
+def test_label_values_outside_declared(broken):
+    lab = nib.load(broken / "labelsTr/ct_005.nii.gz")
+    data = np.asarray(lab.dataobj).copy()
+    data[0, 0, 0] = 7
+    nib.save(nib.Nifti1Image(data, lab.affine), broken / "labelsTr/ct_005.nii.gz")
+    (problem,) = _problems(broken)
+    assert "among the declared labels [0, 1, 2], got [7]" in str(problem)
+
+
+def test_fractional_label_values(broken):
+    lab = nib.load(broken / "labelsTr/ct_000.nii.gz")
+    data = np.asarray(lab.dataobj).astype(np.float32)
+    data[1, 1, 1] = 0.5
+    nib.save(nib.Nifti1Image(data, lab.affine), broken / "labelsTr/ct_000.nii.gz")
+    (problem,) = _problems(broken)
+    assert "whole numbers, got [0.5]" in str(problem)
+
+
+def test_all_problems_reported_together(broken):
+    (broken / "labelsTr/ct_002.nii.gz").unlink()
+    (broken / "imagesTr/ct_001.nii.gz").write_bytes(b"junk")
+    problems = _problems(broken)
+    assert len(problems) == 2
+    with pytest.raises(DatasetValidationError, match=r"dataset has 2 problem\(s\)"):
+        validate_datalist(load_msd(broken), progress=False)

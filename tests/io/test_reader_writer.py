@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from pipeline.errors import ImageReadError, ImageWriteError
+from pipeline.io import Geometry, label_suffix_for, read_header, read_image, write_image
+
+GEOM = Geometry((9, 7, 5), (0.8, 0.8, 2.5), (12.0, -3.0, 40.0), (1, 0, 0, 0, -1, 0, 0, 0, 1))  # LAS
+
+
+def _array(shape=GEOM.shape, dtype=np.int16):
+    return np.arange(np.prod(shape), dtype=dtype).reshape(shape)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
+def test_round_trip_keeps_voxels_in_index_order_and_geometry(tmp_path, suffix):
+    path = write_image(_array(), GEOM, tmp_path / f"img{suffix}")
+    vol = read_image(path)
+    assert vol.array.shape == (9, 7, 5)
+    itk_image = sitk.ReadImage(str(path))
+    assert itk_image.GetPixel((1, 2, 3)) == vol.array[1, 2, 3] == _array()[1, 2, 3], "index order must be x, y, z"
+    assert np.array_equal(vol.array, _array())
+    assert vol.geometry.same_grid(GEOM) and vol.geometry.orientation == "LAS"
+    assert read_header(path).geometry.same_grid(GEOM)
+    assert [p.name for p in tmp_path.iterdir()] == [f"img{suffix}"], "no temporary files may remain"
+
+
+def test_mhd_header_plus_raw(tmp_path):
+    img = sitk.GetImageFromArray(_array().transpose(2, 1, 0).copy())
+    GEOM.apply_to(img)
+    sitk.WriteImage(img, str(tmp_path / "x.mhd"))
+    vol = read_image(tmp_path / "x.mhd")
+    assert np.array_equal(vol.array, _array()) and vol.geometry.same_grid(GEOM)
+    assert label_suffix_for(tmp_path / "x.mhd") == ".mha"
+
+
+def test_nifti_affine_agrees_with_nibabel(tmp_path):
+    path = write_image(_array(), GEOM, tmp_path / "x.nii.gz")
+    assert np.allclose(nib.load(path).affine, GEOM.affine, atol=1e-5)
+
+
+def test_2d_round_trip(tmp_path):
+    g = Geometry((6, 5), (0.5, 0.7), (1.0, 2.0))
+    path = write_image(_array((6, 5), np.uint8), g, tmp_path / "s.nii.gz")
+    vol = read_image(path)
+    assert vol.array.shape == (6, 5) and vol.geometry.same_grid(g)
+
+
+def test_read_errors_name_the_file_and_reason(tmp_path):
+    with pytest.raises(ImageReadError, match="no such file"):
+        read_image(tmp_path / "missing.nii.gz")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ImageReadError, match="unsupported file ending; supported are .nii.gz"):
+        read_image(tmp_path / "notes.txt")
+    (tmp_path / "bad.nii.gz").write_bytes(b"\x00garbage")
+    with pytest.raises(ImageReadError, match=r"cannot read image '.*bad.nii.gz'"):
+        read_image(tmp_path / "bad.nii.gz")
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(ImageReadError, match="holds no DICOM series"):
+        read_image(tmp_path / "empty_dir")
+
+
+def test_4d_image_is_rejected_with_its_dimensions(tmp_path):
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 3), np.float32), np.eye(4)), tmp_path / "four.nii.gz")
+    with pytest.raises(ImageReadError, match="expected a 2D or 3D image, got 4 dimensions"):
+        read_image(tmp_path / "four.nii.gz")
+    with pytest.raises(ImageReadError, match="got 4 dimensions"):
+        read_header(tmp_path / "four.nii.gz")
+
+
+def test_write_errors(tmp_path):
+    with pytest.raises(ImageWriteError, match="output ending must be one of"):
+        write_image(_array(), GEOM, tmp_path / "x.png")
+    with pytest.raises(ImageWriteError, match=r"array shape \(9, 7, 4\) must equal the grid shape \(9, 7, 5\)"):
+        write_image(_array((9, 7, 4)), GEOM, tmp_path / "x.nii.gz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        partial = args[1]
+        open(partial, "wb").write(b"half")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(sitk, "WriteImage", boom)
+    with pytest.raises(ImageWriteError, match="disk full"):
+        write_image(_array(), GEOM, tmp_path / "x.nii.gz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bool_labels_are_written_as_uint8(tmp_path):
+    path = write_image(_array() % 2 == 0, GEOM, tmp_path / "m.nii.gz")
+    assert read_image(path).array.dtype == np.uint8
+
+
+def test_agrees_with_monai_itkreader(tmp_path):
+    from monai.transforms import LoadImage
+
+    for code_dir in [(1, 0, 0, 0, 1, 0, 0, 0, 1), (-1, 0, 0, 0, -1, 0, 0, 0, 1), (1, 0, 0, 0, -1, 0, 0, 0, 1)]:
+        g = Geometry(GEOM.shape, GEOM.spacing, GEOM.origin, code_dir)
+        path = write_image(_array(), g, tmp_path / "m.nii.gz")
+        for reader in ("ITKReader", "NibabelReader"):
+            img = LoadImage(reader=reader, image_only=True)(str(path))
+            assert np.allclose(img.affine.numpy(), g.affine, atol=1e-4), reader
+            assert np.array_equal(img.numpy(), _array()), reader

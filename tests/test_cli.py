@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.cli import main
+
+
+def _run(*args):
+    proc = subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=120)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_synth_writes_dataset_and_prints_summary(tmp_path):
+    code, out, err = _run("synth", "--modality", "mri", "--cases", "3", "--out", str(tmp_path / "d"), "--seed", "2",
+                          "--shape", "24", "28", "24")
+    assert code == 0, err
+    meta = json.loads((tmp_path / "d/dataset.json").read_text())
+    assert meta["numTraining"] == 3 and meta["seed"] == 2
+    for needle in ("cases     3", "shape     min 24x28x24", "spacing", "orient.", "anterior", "posterior",
+                   "mri_002"):
+        assert needle in out
+
+
+@pytest.mark.parametrize("args, rule", [
+    (["--modality", "ct", "--cases", "0"], "argument --cases: must be >= 1, got 0"),
+    (["--modality", "pet", "--cases", "2"], "argument --modality: invalid choice: 'pet'"),
+    (["--modality", "ct", "--cases", "two"], "argument --cases: must be a whole number, got 'two'"),
+])
+def test_bad_arguments_give_one_line_with_the_rule(tmp_path, args, rule):
+    code, out, err = _run("synth", *args, "--out", str(tmp_path / "d"))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and rule in err and err.startswith("pipeline synth: error:")
+    assert not (tmp_path / "d").exists()
+
+
+def test_non_writable_out_is_one_line(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    code, _, err = _run("synth", "--modality", "ct", "--cases", "1", "--out", str(blocker / "sub"))
+    assert code == 2 and err.count("\n") == 1
+    assert f"--out must be a writable folder, got '{blocker / 'sub'}'" in err
+
+
+def test_validate_exit_status_and_problem_listing(tmp_path, ct_dataset, capsys):
+    import shutil
+
+    assert main(["validate", str(ct_dataset)]) == 0
+    shutil.copytree(ct_dataset, tmp_path / "d")
+    (tmp_path / "d/labelsTr/ct_001.nii.gz").unlink()
+    assert main(["validate", str(tmp_path / "d")]) == 1
+    err = capsys.readouterr().err
+    assert "ct_001.nii.gz: every training case must have its label file (missing label)" in err
+
+
+def test_summary_and_folds(tmp_path, ct_dataset, capsys):
+    assert main(["summary", str(ct_dataset), "--no-intensity"]) == 0
+    assert "orient.   LAS 2, LPS 2, RAS 2" in capsys.readouterr().out
+    assert main(["folds", str(ct_dataset), "--num-folds", "3", "--seed", "1", "--out", str(tmp_path / "s.json")]) == 0
+    splits = json.loads((tmp_path / "s.json").read_text())
+    assert splits["num_folds"] == 3 and sum(len(f["val"]) for f in splits["folds"]) == 6
+
+
+def test_library_errors_are_one_line(tmp_path, capsys):
+    assert main(["summary", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the dataset folder or datalist file must exist" in err
