@@ -1,0 +1,75 @@
+"""Helpers shared by the benchmark scripts: machine description, timing, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "allocator": os.environ.get("LD_PRELOAD", "") or "glibc malloc",
+        "python": platform.python_version(),
+    }
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds for one call, synchronising CUDA."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device,
+                        warmup: int = 1) -> dict[str, list[float]]:
+    """Run every function once per round, ``repeats`` rounds after ``warmup``; returns all times per name.
+
+    Interleaving keeps slow drifts of the machine (thermal, other load) from favouring one side.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(timed(fn, device))
+    return times
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def write_json(name: str, payload: dict, path: str | None = None) -> Path:
+    """Write results to ``path`` or ``benchmarks/results/<name>.json``."""
+    dest = Path(path) if path else RESULTS / f"{name}.json"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(payload, indent=2) + "\n")
+    return dest

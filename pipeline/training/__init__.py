@@ -1,0 +1,15 @@
+"""Helpers that bundle configs call: checked fold datalists, per-class metrics and reports, the latest
+checkpoint and resuming, a progress bar, and distributed set-up."""
+
+from __future__ import annotations
+
+from pipeline.training.checkpoint import LATEST, LatestCheckpoint, resume
+from pipeline.training.datalist import inference_items, prepare_fold
+from pipeline.training.distributed import init_distributed, is_main_process, rank_and_world
+from pipeline.training.metrics import MetricsReport, per_class_metrics
+from pipeline.training.progress import ProgressBar
+
+__all__ = [
+    "LATEST", "LatestCheckpoint", "MetricsReport", "ProgressBar", "inference_items", "init_distributed",
+    "is_main_process", "per_class_metrics", "prepare_fold", "rank_and_world", "resume",
+]

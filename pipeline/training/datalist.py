@@ -1,0 +1,85 @@
+"""Datalists for bundle configs: the train/val parts of a fold, checked at start-up; inputs for inference.
+
+``prepare_fold`` is what a train config calls (``"datalist": "$pipeline.training.prepare_fold(...)"``): it
+loads the dataset in any supported layout, checks every rule of :mod:`pipeline.data.validation` in the main
+process before any worker starts (so a missing file or an unexpected label value stops training at once, with
+the file and the rule named), checks that the network has an output channel for every declared label, and
+splits it with a seeded, saved K-fold split.
+
+Example:
+    >>> parts = prepare_fold("data/Task04_Hippocampus", fold=0, num_folds=5, seed=0, num_classes=3)  # doctest: +SKIP
+    >>> len(parts["train"]), len(parts["val"])                                                      # doctest: +SKIP
+    (166, 42)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from pipeline.data.datalist import load_datalist
+from pipeline.data.discover import find_images
+from pipeline.data.folds import fold_datalist
+from pipeline.data.validation import validate_datalist
+from pipeline.errors import DatasetError
+
+__all__ = ["prepare_fold", "inference_items"]
+
+logger = logging.getLogger(__name__)
+
+_CHECKS = ("full", "headers", "none")
+
+
+def prepare_fold(dataset_dir: str | os.PathLike, fold: int = 0, num_folds: int = 5, seed: int = 0,
+                 splits_file: str | os.PathLike | None = None, num_classes: int | None = None,
+                 fmt: str = "auto", check: str = "full") -> dict[str, list[dict]]:
+    """Load, check and split a dataset.
+
+    Args:
+        dataset_dir: dataset folder (MSD or nnU-Net v2 raw) or CSV datalist.
+        fold: fold index. Defaults to 0.
+        num_folds: K. Defaults to 5.
+        seed: split seed. Defaults to 0.
+        splits_file: JSON file keeping the split; reused when it exists, so a run can be repeated exactly.
+            Defaults to None (not saved).
+        num_classes: the network's output channels; every declared label id must be below it.
+            Defaults to None (not checked).
+        fmt: datalist layout, see :func:`pipeline.data.load_datalist`. Defaults to ``"auto"``.
+        check: ``"full"`` (headers and label values), ``"headers"`` (files, shapes, grids) or ``"none"``.
+            Defaults to ``"full"``.
+
+    Returns:
+        ``{"train": [...], "val": [...], "all": [...]}`` of datalist items.
+
+    Raises:
+        DatasetError: the dataset breaks a rule (every problem is listed).
+    """
+    if check not in _CHECKS:
+        raise ValueError(f"check must be one of {', '.join(_CHECKS)}, got '{check}'")
+    datalist = load_datalist(dataset_dir, fmt=fmt)
+    if num_classes is not None and datalist.labels:
+        too_big = sorted(k for k in datalist.labels if k >= int(num_classes))
+        if too_big:
+            raise DatasetError(datalist.source, f"declared label ids must be < the network's {num_classes} output "
+                               "channels (set out_channels / num_classes to the number of labels)", too_big)
+    if check != "none":
+        validate_datalist(datalist, read_voxels=check == "full", progress=True)
+    elif not datalist.items:
+        raise DatasetError(datalist.source, "a dataset must hold at least one case", "0 cases")
+    train, val = fold_datalist(datalist.items, fold, num_folds, seed, splits_file)
+    logger.info("%s: fold %d of %d: %d training and %d validation cases", datalist.source, fold, num_folds,
+                len(train), len(val))
+    return {"train": train, "val": val, "all": datalist.items}
+
+
+def inference_items(input_path: str | os.PathLike) -> list[dict]:
+    """``[{"image": path}, ...]`` for every image under ``input_path`` (see :func:`pipeline.data.find_images`).
+
+    Raises:
+        DatasetError: nothing to segment, or a bad path.
+    """
+    images = find_images(input_path)
+    if not images:
+        raise DatasetError(input_path, "the input must hold at least one image (NIfTI, NRRD, MHA or a DICOM "
+                           "series)", "none found")
+    return [{"image": path} for path in images]
