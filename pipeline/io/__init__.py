@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pipeline.io.atomic import atomic_path, write_text_atomic
 from pipeline.io.geometry import Geometry
 from pipeline.io.reader import (
     IMAGE_SUFFIXES,
@@ -17,6 +18,8 @@ from pipeline.io.writer import label_suffix_for, write_image
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "atomic_path",
+    "write_text_atomic",
     "Geometry",
     "ImageHeader",
     "Volume",

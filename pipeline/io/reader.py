@@ -167,6 +167,24 @@ def _read_sitk(path: Path) -> sitk.Image:
     return image
 
 
+def _read_float_nifti(path: Path) -> Volume | None:
+    """Floating-point NIfTI voxels through nibabel, geometry through ITK: ITK's NIfTI reader turns NaN into 0,
+    which would hide corrupt images from the checks downstream. None for non-float or multi-component files."""
+    header = read_header(path)
+    if header.components != 1 or "float" not in header.pixel_type:
+        return None
+    import nibabel as nib
+
+    try:
+        array = np.asarray(nib.load(str(path)).dataobj)
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types for damaged files
+        raise ImageReadError(path, str(exc)) from exc
+    array = array.reshape(array.shape[: header.geometry.ndim]) if array.ndim > header.geometry.ndim else array
+    if tuple(array.shape) != header.geometry.shape:
+        return None
+    return Volume(array=array, geometry=header.geometry, path=str(path))
+
+
 def read_image(path: str | os.PathLike, dtype: np.dtype | str | None = None) -> Volume:
     """Read an image file or DICOM series folder with its geometry.
 
@@ -184,6 +202,11 @@ def read_image(path: str | os.PathLike, dtype: np.dtype | str | None = None) -> 
     """
     p = Path(path)
     _check_readable(p)
+    if image_suffix(p) in (".nii", ".nii.gz"):
+        nan_safe = _read_float_nifti(p)
+        if nan_safe is not None:
+            return nan_safe if dtype is None else Volume(nan_safe.array.astype(dtype, copy=False),
+                                                         nan_safe.geometry, nan_safe.path)
     image = _read_sitk(p)
     array = sitk.GetArrayFromImage(image)  # (z, y, x[, c])
     spatial = image.GetDimension()

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from pipeline.errors import ImageWriteError
+from pipeline.io.atomic import atomic_path
 from pipeline.io.geometry import Geometry
 from pipeline.io.reader import IMAGE_SUFFIXES, image_suffix
 
@@ -80,16 +80,10 @@ def write_image(array: np.ndarray, geometry: Geometry, path: str | os.PathLike,
     order = tuple(reversed(range(spatial))) + tuple(range(spatial, arr.ndim))
     image = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(order)), isVector=arr.ndim > spatial)
     geometry.apply_to(image)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name[: -len(suffix)]}.", suffix=f".part{suffix}", dir=dest.parent)
-    os.close(fd)
     try:
-        sitk.WriteImage(image, tmp, useCompression=compress and suffix in _COMPRESSIBLE)
-        os.replace(tmp, dest)
+        with atomic_path(dest, suffix) as tmp:
+            sitk.WriteImage(image, str(tmp), useCompression=compress and suffix in _COMPRESSIBLE)
     except (RuntimeError, OSError) as exc:
         raise ImageWriteError(dest, str(exc).strip().splitlines()[-1]) from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     logger.debug("wrote %s (%s, %s)", dest, arr.dtype, geometry.describe())
     return dest
