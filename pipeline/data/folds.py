@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import DatasetError
+from pipeline.io.atomic import write_text_atomic
 
 __all__ = ["make_splits", "save_splits", "load_splits", "split_items", "fold_datalist"]
 
@@ -52,12 +53,7 @@ def make_splits(cases: list[str], num_folds: int = 5, seed: int = 0) -> dict:
 
 def save_splits(splits: dict, path: str | os.PathLike) -> Path:
     """Write ``splits`` to ``path`` as JSON (atomically)."""
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.part")
-    tmp.write_text(json.dumps(splits, indent=1) + "\n")
-    os.replace(tmp, dest)
-    return dest
+    return write_text_atomic(path, json.dumps(splits, indent=1) + "\n")  # unique temp names: DDP ranks race
 
 
 def load_splits(path: str | os.PathLike) -> dict:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
 
 from pipeline.data.phantoms import LABELS, MODALITIES, make_phantom
+from pipeline.io.atomic import atomic_path, write_text_atomic
 
 __all__ = ["DEFAULT_SHAPE", "DEFAULT_SPACING", "ORIENTATIONS", "write_synthetic_dataset"]
 
@@ -39,14 +39,8 @@ ORIENTATIONS = ("RAS", "LPS", "LAS")
 
 
 def _atomic_save(img: nib.Nifti1Image, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part.nii.gz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, ".nii.gz") as tmp:
         nib.save(img, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _nifti(array: np.ndarray, spacing: Sequence[float], orientation: str, description: str) -> nib.Nifti1Image:
@@ -141,9 +135,6 @@ def write_synthetic_dataset(out: str | os.PathLike, modality: str = "ct", cases:
         "test": [],
         "seed": int(seed),
     }
-    path = root / "dataset.json"
-    tmp = path.with_name(".dataset.json.part")
-    tmp.write_text(json.dumps(dataset, indent=2) + "\n")
-    os.replace(tmp, path)
+    path = write_text_atomic(root / "dataset.json", json.dumps(dataset, indent=2) + "\n")
     logger.info("wrote %d synthetic %s cases to %s", len(training), MODALITIES[modality], root)
     return path
