@@ -10,5 +10,19 @@ Heavy dependencies (torch, MONAI) are imported by the sub-packages that need the
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 __version__ = "0.1.0"
 __all__ = ["__version__"]
+
+_SUBPACKAGES = ("cli", "data", "errors", "export", "inference", "io", "losses", "networks", "tracking", "training",
+                "transforms")
+
+
+def __getattr__(name: str) -> ModuleType:
+    """Import sub-packages on first use, so that ``import pipeline`` then ``pipeline.training.x`` works (as bundle
+    configs write it) without importing torch and MONAI up front."""
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"pipeline.{name}")
+    raise AttributeError(f"module 'pipeline' has no attribute '{name}'")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pipeline.training.checkpoint import LATEST, LatestCheckpoint, resume
 from pipeline.training.datalist import inference_items, prepare_fold
-from pipeline.training.distributed import init_distributed, is_main_process, rank_and_world
+from pipeline.training.distributed import init_distributed, is_main_process, rank_and_world, rank_zero_handlers
 from pipeline.training.metrics import MetricsReport, per_class_metrics
 from pipeline.training.progress import ProgressBar
 
 __all__ = [
     "LATEST", "LatestCheckpoint", "MetricsReport", "ProgressBar", "inference_items", "init_distributed",
-    "is_main_process", "per_class_metrics", "prepare_fold", "rank_and_world", "resume",
+    "is_main_process", "per_class_metrics", "prepare_fold", "rank_and_world", "rank_zero_handlers", "resume",
 ]

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader
+
+from pipeline.io.atomic import atomic_path
 
 __all__ = ["LATEST", "LatestCheckpoint", "resume"]
 
@@ -74,14 +75,8 @@ class LatestCheckpoint:
             return
         self.save_dir.mkdir(parents=True, exist_ok=True)
         state = {name: _unwrap(obj).state_dict() for name, obj in self.save_dict.items()}
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.filename}.", suffix=".part", dir=self.save_dir)
-        os.close(fd)
-        try:
+        with atomic_path(self.save_dir / self.filename) as tmp:
             torch.save(state, tmp)
-            os.replace(tmp, self.save_dir / self.filename)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         logger.info("saved the training state of epoch %d to %s", engine.state.epoch, self.save_dir / self.filename)
 
 

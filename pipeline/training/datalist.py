@@ -56,6 +56,17 @@ def prepare_fold(dataset_dir: str | os.PathLike, fold: int = 0, num_folds: int =
     """
     if check not in _CHECKS:
         raise ValueError(f"check must be one of {', '.join(_CHECKS)}, got '{check}'")
+    try:
+        return _prepare(dataset_dir, fold, num_folds, seed, splits_file, num_classes, fmt, check)
+    except (DatasetError, ValueError) as exc:
+        # MONAI wraps errors raised inside config expressions in "Failed to evaluate ..."; say it plainly first.
+        logger.error("the dataset cannot be used for training: %s", exc)
+        raise
+
+
+def _prepare(dataset_dir: str | os.PathLike, fold: int, num_folds: int, seed: int,
+             splits_file: str | os.PathLike | None, num_classes: int | None, fmt: str,
+             check: str) -> dict[str, list[dict]]:
     datalist = load_datalist(dataset_dir, fmt=fmt)
     if num_classes is not None and datalist.labels:
         too_big = sorted(k for k in datalist.labels if k >= int(num_classes))

@@ -13,7 +13,7 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["init_distributed", "is_main_process", "rank_and_world"]
+__all__ = ["RANK_ZERO_ONLY", "init_distributed", "is_main_process", "rank_and_world", "rank_zero_handlers"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,3 +55,20 @@ def rank_and_world() -> tuple[int, int]:
 def is_main_process() -> bool:
     """True on rank 0, or when not distributed."""
     return rank_and_world()[0] == 0
+
+
+#: Handlers that only rank 0 should run: logging, best-model saving, progress bars, tracking.
+RANK_ZERO_ONLY = ("StatsHandler", "CheckpointSaver", "ProgressBar", "TensorBoardStatsHandler", "MLFlowHandler",
+                  "SafeMLFlowHandler", "TrainingRecorder", "ValidationTracker")
+
+
+def rank_zero_handlers(handlers: list | None) -> list | None:
+    """``handlers`` on rank 0; on other ranks only those that must run everywhere (schedulers, validation,
+    metric reports that gather across ranks, rank-aware savers), so logs and files are written once.
+
+    Args:
+        handlers: the engine's handler list (or None).
+    """
+    if handlers is None or is_main_process():
+        return handlers
+    return [h for h in handlers if type(h).__name__ not in RANK_ZERO_ONLY]

@@ -14,10 +14,12 @@ Example (bundle config)::
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -26,6 +28,8 @@ from ignite.engine import Engine, Events
 from monai.handlers import IgniteMetricHandler, MeanDice, from_engine
 from monai.metrics import HausdorffDistanceMetric
 from monai.utils import string_list_all_gather
+
+from pipeline.io.atomic import write_text_atomic
 
 __all__ = ["per_class_metrics", "MetricsReport"]
 
@@ -95,7 +99,8 @@ def _number(value: object) -> float | None:
 
 
 class MetricsReport:
-    """Write ``metrics.json`` and ``metrics.csv`` into ``output_dir`` when the evaluator completes.
+    """Write ``metrics.json`` and ``metrics.csv`` into ``output_dir`` when the evaluator completes, and append the
+    means, with the epoch and the seconds since the handler was attached, to ``history.jsonl``.
 
     Args:
         output_dir: folder (created).
@@ -111,8 +116,10 @@ class MetricsReport:
         self.image_key = image_key
         self.prefix = prefix
         self._names: list[str] = []
+        self._started = time.time()
 
     def attach(self, engine: Engine) -> None:
+        self._started = time.time()
         engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
@@ -121,8 +128,12 @@ class MetricsReport:
         self._names = []
 
     def _collect(self, engine: Engine) -> None:
-        batch = engine.state.batch
-        items = batch if isinstance(batch, list) else [batch]
+        # the decollated output items carry the image (with its file name); fall back to the collated batch
+        output = engine.state.output
+        items = output if isinstance(output, list) and output and isinstance(output[0], dict) else None
+        if items is None or self.image_key not in items[0]:
+            batch = engine.state.batch
+            items = batch if isinstance(batch, list) else [batch]
         for item in items:
             meta = getattr(item.get(self.image_key), "meta", {}) if isinstance(item, dict) else {}
             names = meta.get("filename_or_obj", "?")
@@ -145,21 +156,18 @@ class MetricsReport:
                     row[metric] = _number(tensor[index].float().nanmean())
             per_case.append(row)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        report = {"epoch": engine.state.epoch, "cases": len(names), "mean": metrics, "per_case": per_case}
-        _atomic_text(self.output_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
+        elapsed = round(time.time() - self._started, 1)
+        report = {"epoch": engine.state.epoch, "elapsed_s": elapsed, "cases": len(names), "mean": metrics,
+                  "per_case": per_case}
+        write_text_atomic(self.output_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
+        with (self.output_dir / "history.jsonl").open("a") as handle:
+            handle.write(json.dumps({"epoch": engine.state.epoch, "elapsed_s": elapsed, **metrics}) + "\n")
         columns = ["case", *details]
-        tmp = self.output_dir / ".metrics.csv.part"
-        with tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-            writer.writeheader()
-            for row in per_case:
-                writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
-        os.replace(tmp, self.output_dir / "metrics.csv")
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in per_case:
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+        write_text_atomic(self.output_dir / "metrics.csv", buffer.getvalue())
         logger.info("metrics of %d cases written to %s (metrics.json, metrics.csv): %s", len(names),
                     self.output_dir, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if v is not None))
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -39,5 +39,9 @@ class ProgressBar:
 
             def transform(output: object) -> dict:
                 value = fn(output)
-                return value if isinstance(value, dict) else {"loss": float(value)}
+                if isinstance(value, (tuple, list)):  # from_engine(["loss"]) on an undecollated dict output
+                    value = value[0]
+                if isinstance(value, dict):
+                    return value
+                return {"loss": float(value.detach() if hasattr(value, "detach") else value)}
         self.bar.attach(engine, output_transform=transform)

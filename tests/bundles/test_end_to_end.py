@@ -1,0 +1,174 @@
+"""Each bundle end to end through MONAI's command line on synthetic phantoms: train -> evaluate -> infer,
+the 2D variant, a 2-process torchrun (gloo) run, resume, and bad input stopping at start-up."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from .conftest import MODALITY, NAMES, TINY, check, configs, run_bundle
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def trained(request, tiny_datasets, tmp_path_factory):
+    bundle = request.param
+    data = tiny_datasets[MODALITY[bundle]]
+    root = tmp_path_factory.mktemp(bundle)
+    proc = check(run_bundle("run", "training", "--config_file", configs(bundle, "train"), "--dataset_dir", str(data),
+                            "--bundle_root", str(root), *TINY, cwd=root))
+    return bundle, data, root, proc.stdout + proc.stderr
+
+
+def test_training_saves_best_model_latest_state_split_and_metrics(trained):
+    bundle, data, root, log = trained
+    assert (root / "models/model.pt").is_file()
+    state = torch.load(root / "models/checkpoint_latest.pt", weights_only=False)
+    assert set(state) == {"network", "optimizer", "lr_scheduler", "trainer"}
+    assert state["trainer"]["max_epochs"] == 2 and state["trainer"]["iteration"] == 2 * state["trainer"]["epoch_length"]
+    splits = json.loads((root / "models/splits.json").read_text())
+    assert splits["num_folds"] == 3 and len(splits["folds"][0]["val"]) == 2
+    report = json.loads((root / "eval/validation/metrics.json").read_text())
+    names = [n for k, n in json.loads((data / "dataset.json").read_text())["labels"].items() if k != "0"]
+    assert set(report["mean"]) == {"val_mean_dice", *(f"val_dice_{n}" for n in names)}
+    assert report["cases"] == 2 and len(report["per_case"]) == 2
+    history = (root / "eval/validation/history.jsonl").read_text().splitlines()
+    assert [json.loads(h)["epoch"] for h in history] == [1, 2]
+    assert "Key metric: val_mean_dice best value" in log
+
+
+def test_evaluate_writes_dice_and_hd95_per_class(trained):
+    bundle, data, root, _ = trained
+    check(run_bundle("run", "evaluating", "--config_file", configs(bundle, "train", "evaluate"), "--dataset_dir",
+                     str(data), "--bundle_root", str(root), *TINY, cwd=root))
+    report = json.loads((root / "eval/evaluation/metrics.json").read_text())
+    names = [n for k, n in json.loads((data / "dataset.json").read_text())["labels"].items() if k != "0"]
+    for name in names:
+        assert f"val_dice_{name}" in report["mean"] and f"val_hd95_{name}" in report["mean"]
+    header = (root / "eval/evaluation/metrics.csv").read_text().splitlines()[0].split(",")
+    assert header[0] == "case" and {f"val_hd95_{n}" for n in names} <= set(header)
+    assert len(report["per_case"]) == 2
+    dice = [row[f"val_dice_{names[0]}"] for row in report["per_case"]]
+    assert all(d is None or 0.0 <= d <= 1.0 for d in dice)
+
+
+def test_inference_writes_labels_on_each_inputs_own_grid(trained, tmp_path, request):
+    bundle, data, root, _ = trained
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for index in range(3):  # stored RAS, LPS and LAS
+        name = f"{MODALITY[bundle]}_{index:03d}.nii.gz"
+        shutil.copy(data / "imagesTr" / name, inputs / name)
+    check(run_bundle("run", "inference", "--config_file", configs(bundle, "train", "inference"), "--input_path",
+                     str(inputs), "--bundle_root", str(root), "--prediction_dir", str(tmp_path / "out"),
+                     "--inference_level", "2", *TINY, cwd=root))
+    for index, code in enumerate(("RAS", "LPS", "LAS")):
+        source = nib.load(inputs / f"{MODALITY[bundle]}_{index:03d}.nii.gz")
+        seg = nib.load(tmp_path / "out" / f"{MODALITY[bundle]}_{index:03d}_seg.nii.gz")
+        assert seg.shape == source.shape
+        assert "".join(nib.aff2axcodes(seg.affine)) == code
+        assert np.allclose(seg.affine, source.affine, atol=1e-4)
+        assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2}
+
+
+@pytest.mark.realdata
+def test_ct_inference_on_a_dicom_series_writes_nifti_on_its_grid(trained, tmp_path, ct_mr_examples):
+    bundle, _, root, _ = trained
+    if bundle != "unetpp_ct_segmentation":
+        pytest.skip("DICOM input is checked with the CT bundle")
+    from pipeline.io import read_header
+
+    inputs = tmp_path / "in"
+    shutil.copytree(ct_mr_examples / "example_ct_dicom", inputs / "series")
+    check(run_bundle("run", "inference", "--config_file", configs(bundle, "train", "inference"), "--input_path",
+                     str(inputs), "--bundle_root", str(root), "--prediction_dir", str(tmp_path / "out"), *TINY,
+                     "--patch_size", "[128,128,32]", "--sw_overlap", "0.25", cwd=root))  # few, large windows
+    outputs = list((tmp_path / "out").glob("*.nii.gz"))
+    assert len(outputs) == 1
+    assert read_header(outputs[0]).geometry.same_grid(read_header(inputs / "series").geometry)
+
+
+@pytest.mark.parametrize("bundle", NAMES)
+def test_2d_variant_trains_on_slices_and_segments_volumes(bundle, tiny_datasets, tmp_path):
+    data = tiny_datasets[MODALITY[bundle]]
+    tiny_2d = [*TINY, "--patch_size_2d", "[32,32]", "--samples_per_volume", "4", "--epochs", "1"]
+    check(run_bundle("run", "--config_file", configs(bundle, "train", "train_2d"), "--dataset_dir", str(data),
+                     "--bundle_root", str(tmp_path), *tiny_2d, cwd=tmp_path))  # the default run id: "run"
+    net = torch.load(tmp_path / "models/model.pt")
+    assert net["stem.conv_0.conv.weight"].ndim == 4, "a 2D network was trained"
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(data / "imagesTr" / f"{MODALITY[bundle]}_001.nii.gz", inputs)
+    check(run_bundle("run", "inference", "--config_file", configs(bundle, "train", "train_2d", "inference"),
+                     "--input_path", str(inputs), "--bundle_root", str(tmp_path), *tiny_2d, cwd=tmp_path))
+    source = nib.load(inputs / f"{MODALITY[bundle]}_001.nii.gz")
+    seg = nib.load(tmp_path / "predictions" / f"{MODALITY[bundle]}_001_seg.nii.gz")
+    assert seg.shape == source.shape and np.allclose(seg.affine, source.affine, atol=1e-4)
+
+
+def test_torchrun_two_processes_gloo(tiny_datasets, tmp_path):
+    bundle = "unetpp_mri_segmentation"
+    proc = check(run_bundle("run", "training", "--config_file", configs(bundle, "train", "multi_gpu_train"),
+                            "--dataset_dir", str(tiny_datasets["mri"]), "--bundle_root", str(tmp_path), *TINY,
+                            "--batch_size", "1", cwd=tmp_path, torchrun=2, timeout=300))
+    log = proc.stdout + proc.stderr
+    assert "rank 0 of 2 on cpu (gloo)" in log and "rank 1 of 2 on cpu (gloo)" in log
+    state = torch.load(tmp_path / "models/checkpoint_latest.pt", weights_only=False)
+    # 4 training cases split over 2 ranks, batch 1: 2 iterations per epoch on each rank
+    assert state["trainer"]["epoch_length"] == 2 and state["trainer"]["iteration"] == 4
+    assert not any(k.startswith("module.") for k in state["network"]), "saved unwrapped from DDP"
+    assert (tmp_path / "models/model.pt").is_file()
+    assert len((tmp_path / "eval/validation/history.jsonl").read_text().splitlines()) == 2, "written once, by rank 0"
+
+
+def test_resume_continues_epochs_and_optimizer(tiny_datasets, tmp_path):
+    bundle = "unetpp_mri_segmentation"
+    args = ["run", "training", "--config_file", configs(bundle, "train"), "--dataset_dir", str(tiny_datasets["mri"]),
+            "--bundle_root", str(tmp_path), *TINY]
+    check(run_bundle(*args, "--epochs", "1", cwd=tmp_path))
+    first = torch.load(tmp_path / "models/checkpoint_latest.pt", weights_only=False)
+    steps_after_one = first["trainer"]["iteration"]
+    assert first["trainer"]["epoch_length"] == steps_after_one
+    proc = check(run_bundle(*args, "--epochs", "2", "--resume", "true", cwd=tmp_path))
+    log = proc.stdout + proc.stderr
+    assert "resuming from" in log and "Epoch[1] Complete" not in log and "Epoch[2] Complete" in log
+    second = torch.load(tmp_path / "models/checkpoint_latest.pt", weights_only=False)
+    assert second["trainer"]["iteration"] == 2 * steps_after_one
+    adam_steps = {float(s["step"]) for s in second["optimizer"]["state"].values()}
+    assert adam_steps == {2.0 * steps_after_one}, "optimizer state carried on"
+    assert second["lr_scheduler"]["last_epoch"] == 2
+
+
+@pytest.mark.parametrize("breakage, expected", [
+    ("missing_dir", "the dataset folder or datalist file must exist"),
+    ("missing_file", "every image named by the datalist must exist"),
+    ("bad_label", "label values must be among the declared labels [0, 1, 2], got [5]"),
+])
+def test_bad_input_stops_at_startup_naming_file_and_rule(breakage, expected, tiny_datasets, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_datasets["mri"], data)
+    culprit = "data"
+    if breakage == "missing_dir":
+        culprit = str(tmp_path / "nowhere")
+    elif breakage == "missing_file":
+        (data / "imagesTr/mri_004.nii.gz").unlink()
+        culprit = "imagesTr/mri_004.nii.gz"
+    else:
+        label = nib.load(data / "labelsTr/mri_002.nii.gz")
+        values = np.asarray(label.dataobj).copy()
+        values[0, 0, 0] = 5
+        nib.save(nib.Nifti1Image(values, label.affine), data / "labelsTr/mri_002.nii.gz")
+        culprit = "labelsTr/mri_002.nii.gz"
+    source = culprit if breakage == "missing_dir" else str(data)
+    proc = run_bundle("run", "training", "--config_file", configs("unetpp_mri_segmentation", "train"),
+                      "--dataset_dir", source, "--bundle_root", str(tmp_path / "out"), *TINY, cwd=tmp_path)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "the dataset cannot be used for training" in log and expected in log and culprit in log
+    assert "Loading dataset" not in log, "must stop before caching or workers start"

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+
+import pytest
+import torch
+from ignite.engine import Engine, Events
+
+from pipeline.errors import DatasetError
+from pipeline.training import (
+    LATEST,
+    LatestCheckpoint,
+    MetricsReport,
+    inference_items,
+    per_class_metrics,
+    prepare_fold,
+    rank_zero_handlers,
+    resume,
+)
+from pipeline.training.distributed import init_distributed
+
+
+def test_prepare_fold_checks_and_splits(ct_dataset, tmp_path):
+    parts = prepare_fold(ct_dataset, fold=1, num_folds=3, seed=0, splits_file=tmp_path / "s.json", num_classes=3)
+    assert len(parts["train"]) == 4 and len(parts["val"]) == 2 and len(parts["all"]) == 6
+    assert (tmp_path / "s.json").is_file()
+    with pytest.raises(DatasetError, match=r"declared label ids must be < the network's 2 output channels.*got \[2\]"):
+        prepare_fold(ct_dataset, num_folds=3, num_classes=2)
+    with pytest.raises(ValueError, match="check must be one of full, headers, none"):
+        prepare_fold(ct_dataset, check="some")
+
+
+def test_prepare_fold_logs_the_rule_plainly(tmp_path, caplog):
+    with caplog.at_level(logging.ERROR), pytest.raises(DatasetError):
+        prepare_fold(tmp_path / "nowhere")
+    assert "the dataset cannot be used for training" in caplog.text and "nowhere" in caplog.text
+
+
+def test_inference_items(ct_dataset, tmp_path):
+    items = inference_items(ct_dataset / "imagesTr")
+    assert len(items) == 6 and set(items[0]) == {"image"}
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="must hold at least one image"):
+        inference_items(tmp_path / "empty")
+
+
+def _engine(epochs=2):
+    return Engine(lambda engine, batch: float(batch))
+
+
+def test_latest_checkpoint_is_atomic_readable_and_resumable(tmp_path, caplog):
+    net = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    trainer = _engine()
+    LatestCheckpoint(tmp_path, {"network": net, "optimizer": opt}).attach(trainer)
+    trainer.run([1, 2, 3], max_epochs=2)
+    state = torch.load(tmp_path / LATEST, weights_only=False)
+    assert set(state) == {"network", "optimizer", "trainer"} and state["trainer"]["iteration"] == 6
+    mode = stat.S_IMODE(os.stat(tmp_path / LATEST).st_mode)
+    assert mode & stat.S_IRGRP, "readable like any other file, not owner-only"
+    assert [p.name for p in tmp_path.iterdir()] == [LATEST]
+    fresh = _engine()
+    assert resume(fresh, tmp_path, {"network": torch.nn.Linear(2, 2), "trainer": fresh}) == str(tmp_path / LATEST)
+    seen = []
+    fresh.add_event_handler(Events.EPOCH_STARTED, lambda e: seen.append(e.state.epoch))
+    fresh.run([1, 2, 3], max_epochs=3)
+    assert seen == [3], "continued after the two saved epochs"
+    with caplog.at_level(logging.WARNING):
+        assert resume(_engine(), tmp_path / "none", {"trainer": _engine()}) is None
+    assert "does not exist: training starts from epoch 1" in caplog.text
+    assert resume(_engine(), tmp_path, {"trainer": _engine()}, enabled=False) is None
+
+
+def test_latest_checkpoint_arguments():
+    with pytest.raises(ValueError, match="save_dict must name at least one object"):
+        LatestCheckpoint("x", {})
+    with pytest.raises(ValueError, match="interval must be >= 1, got 0"):
+        LatestCheckpoint("x", {"a": torch.nn.Linear(1, 1)}, interval=0)
+
+
+def test_per_class_metrics_and_report(tmp_path):
+    metrics = per_class_metrics({"0": "background", "1": "liver", "2": "kidney"}, ["dice", "hd95"],
+                                spacing=[2.0, 2.0, 2.0])
+    assert list(metrics) == ["val_dice_liver", "val_dice_kidney", "val_hd95_liver", "val_hd95_kidney"]
+    with pytest.raises(ValueError, match="metric kind must be one of dice, hd95, got 'iou'"):
+        per_class_metrics({"1": "a"}, ["iou"])
+    from monai.data import MetaTensor
+
+    label = torch.zeros(3, 8, 8, 8)
+    label[0] = 1
+    label[0, 2:5, 2:5, 2:5], label[1, 2:5, 2:5, 2:5] = 0, 1
+    pred = label.clone()
+    pred[1, 4, 4, 4], pred[0, 4, 4, 4] = 0, 1  # one voxel of liver missed
+    evaluator = Engine(lambda e, b: [{"image": MetaTensor(torch.zeros(1, 8, 8, 8), meta={"filename_or_obj": "a"}),
+                                      "pred": pred, "label": label}])
+    for name, metric in metrics.items():
+        metric.attach(evaluator, name)
+    MetricsReport(tmp_path).attach(evaluator)
+    evaluator.run([0], max_epochs=1)
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert report["mean"]["val_dice_liver"] == pytest.approx(2 * 26 / (26 + 27))
+    assert report["per_case"][0]["val_dice_kidney"] is None, "absent from both: NaN, written as null"
+    assert report["per_case"][0]["case"] == "a"
+    assert (tmp_path / "metrics.csv").read_text().splitlines()[0].startswith("case,val_dice_liver")
+    assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 1
+
+
+def test_rank_zero_handlers_outside_ddp_keeps_everything():
+    handlers = [object(), object()]
+    assert rank_zero_handlers(handlers) is handlers and rank_zero_handlers(None) is None
+
+
+def test_init_distributed_needs_torchrun(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(RuntimeError, match="must be started with torchrun"):
+        init_distributed()
