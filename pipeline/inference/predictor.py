@@ -1,0 +1,114 @@
+"""Network inference on whole volumes: sliding windows (3D models) or slices (2D models), Gaussian blending,
+an inference level, mirroring test-time augmentation, device and precision.
+
+Built on MONAI's ``sliding_window_inference`` and ``SliceInferer``. On CUDA it moves the input with pinned
+memory and non-blocking copies, and runs fp16: an fp16-exported model directly, an fp32 one under autocast.
+
+Example:
+    >>> predictor = Predictor(model, meta, device="cpu", level=2, tta=True)    # doctest: +SKIP
+    >>> probs = predictor(image)        # (1, C, *spatial) -> (1, K, *spatial) softmax probabilities
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from monai.inferers import SliceInferer, sliding_window_inference
+
+from pipeline.export.torchscript import resolve_device
+
+__all__ = ["Predictor"]
+
+logger = logging.getLogger(__name__)
+
+
+class Predictor:
+    """Softmax probabilities of a segmentation network over a whole image.
+
+    Args:
+        model: TorchScript or eager network returning ``(B, K, *roi)`` logits in eval mode.
+        metadata: the model's embedded metadata (``inference``: ``kind``, ``roi_size``, ``overlap``, ``mode``,
+            ``sigma_scale``, ``level``; ``precision``).
+        device: ``cpu``, ``cuda[:N]`` or ``auto``. Defaults to ``"auto"``.
+        level: UNet++ inference level; None keeps the model's. Defaults to None.
+        overlap: window overlap in [0, 1); None keeps the metadata's. Defaults to None.
+        sw_batch_size: windows per forward pass. Defaults to 1.
+        tta: average over all mirrorings of the spatial axes (8 in 3D). Defaults to False.
+        amp: fp16 autocast on CUDA. Defaults to True.
+
+    Raises:
+        ValueError: bad level, overlap or batch size.
+        PipelineError: CUDA requested but unavailable.
+    """
+
+    def __init__(self, model: torch.nn.Module, metadata: Mapping[str, Any], device: str | torch.device = "auto",
+                 level: int | None = None, overlap: float | None = None, sw_batch_size: int = 1,
+                 tta: bool = False, amp: bool = True) -> None:
+        info = dict(metadata.get("inference", {}))
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.half = metadata.get("precision") == "fp16"
+        if self.half and self.device.type != "cuda":
+            raise ValueError("this model was exported in fp16 for CUDA; run it with --device cuda, or export fp32")
+        depth = (metadata.get("network") or {}).get("depth")
+        if level is not None:
+            if depth and not 1 <= int(level) <= int(depth):
+                raise ValueError(f"level must be between 1 and the model's depth {depth}, got {level}")
+            self.model.level = int(level)
+        self.level = int(getattr(self.model, "level", info.get("level", 0)) or 0)
+        self.overlap = float(info.get("overlap", 0.5) if overlap is None else overlap)
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError(f"overlap must be >= 0 and < 1, got {self.overlap}")
+        if int(sw_batch_size) < 1:
+            raise ValueError(f"sw_batch_size must be >= 1, got {sw_batch_size}")
+        self.sw_batch_size = int(sw_batch_size)
+        self.roi_size = [int(r) for r in info.get("roi_size", [96, 96, 96])]
+        self.mode = str(info.get("mode", "gaussian"))
+        self.sigma_scale = float(info.get("sigma_scale", 0.125))
+        self.kind = info.get("kind", "sliding_window")
+        self.spatial_dim = int(info.get("spatial_dim", 2))
+        self.tta = bool(tta)
+        self.amp = bool(amp) and self.device.type == "cuda" and not self.half
+
+    def _infer(self, image: torch.Tensor) -> torch.Tensor:
+        if self.kind == "slice":
+            inferer = SliceInferer(roi_size=self.roi_size, sw_batch_size=self.sw_batch_size, overlap=self.overlap,
+                                   mode=self.mode, sigma_scale=self.sigma_scale, spatial_dim=self.spatial_dim,
+                                   progress=False)
+            return inferer(image, self.model)
+        return sliding_window_inference(image, self.roi_size, self.sw_batch_size, self.model, overlap=self.overlap,
+                                        mode=self.mode, sigma_scale=self.sigma_scale)
+
+    def _forward(self, image: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
+            return torch.softmax(self._infer(image).float(), dim=1)
+
+    @torch.inference_mode()
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        """Args:
+            image: ``(1, C, *spatial)`` or ``(C, *spatial)``, preprocessed.
+
+        Returns:
+            ``(1, K, *spatial)`` float32 probabilities on the CPU.
+        """
+        x = torch.as_tensor(image)
+        if x.ndim == len(self.roi_size) + 1 + (1 if self.kind == "slice" else 0):
+            x = x[None]
+        x = x.as_tensor() if hasattr(x, "as_tensor") else x
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        x = x.to(dtype=torch.float16 if self.half else torch.float32)
+        probs = self._forward(x)
+        if self.tta:
+            axes = list(range(2, x.ndim))
+            count = 1
+            for r in range(1, len(axes) + 1):
+                for flip in itertools.combinations(axes, r):
+                    probs += torch.flip(self._forward(torch.flip(x, flip)), flip)
+                    count += 1
+            probs /= count
+        return probs.cpu()

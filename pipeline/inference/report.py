@@ -1,0 +1,102 @@
+"""The batch job's report: per-case status, seconds and label volumes, as JSON and CSV, written atomically.
+
+Example:
+    >>> report = JobReport(model="ct.ts", output_dir="out", labels={"1": "liver"})
+    >>> report.add(CaseResult(case="a", input="a.nii.gz", output="out/a_seg.nii.gz", status="ok", seconds=1.5,
+    ...                       volumes_ml={"liver": 1520.3}))
+    >>> report.counts()
+    {'ok': 1, 'skipped': 0, 'failed': 0}
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pipeline.io.atomic import write_text_atomic
+
+__all__ = ["CaseResult", "JobReport"]
+
+
+@dataclass
+class CaseResult:
+    """One input's outcome.
+
+    Args:
+        case: case name (the output's stem).
+        input: the input path.
+        output: the label map written (or found, when skipped).
+        status: ``"ok"``, ``"skipped"`` (output already complete) or ``"failed"``.
+        seconds: wall time spent on it.
+        error: why it failed.
+        volumes_ml: label name -> volume in millilitres.
+    """
+
+    case: str
+    input: str
+    output: str = ""
+    status: str = "ok"
+    seconds: float = 0.0
+    error: str = ""
+    volumes_ml: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class JobReport:
+    """All cases of one job (or one shard of it).
+
+    Args:
+        model: the TorchScript file.
+        output_dir: where labels and reports go.
+        labels: label id -> name (background included or not).
+        shard: ``(index, count)``. Defaults to ``(0, 1)``.
+        settings: device, level, overlap, TTA, ... as run. Defaults to empty.
+    """
+
+    model: str
+    output_dir: str
+    labels: dict[str, str]
+    shard: tuple[int, int] = (0, 1)
+    settings: dict = field(default_factory=dict)
+    cases: list[CaseResult] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+
+    def add(self, result: CaseResult) -> None:
+        self.cases.append(result)
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(c.status == s for c in self.cases) for s in ("ok", "skipped", "failed")}
+
+    @property
+    def stem(self) -> str:
+        index, count = self.shard
+        return "report" if count == 1 else f"report.shard-{index}-of-{count}"
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "output_dir": self.output_dir, "shard": list(self.shard),
+                "settings": self.settings, "labels": self.labels, "counts": self.counts(),
+                "seconds": round(time.time() - self.started, 2), "cases": [asdict(c) for c in self.cases]}
+
+    def write(self) -> tuple[Path, Path]:
+        """Write ``<stem>.json`` and ``<stem>.csv`` into the output folder (temporary file, then rename)."""
+        folder = Path(self.output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        names = [n for k, n in sorted(self.labels.items(), key=lambda kv: int(kv[0])) if str(k) != "0"]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["case", "status", "seconds", *[f"{n}_ml" for n in names], "input", "output", "error"])
+        for c in self.cases:
+            writer.writerow([c.case, c.status, f"{c.seconds:.2f}", *[_ml(c.volumes_ml.get(n)) for n in names],
+                             c.input, c.output, c.error])
+        paths = (folder / f"{self.stem}.json", folder / f"{self.stem}.csv")
+        for path, text in zip(paths, (json.dumps(self.to_dict(), indent=1) + "\n", buffer.getvalue())):
+            write_text_atomic(path, text)
+        return paths
+
+
+def _ml(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"

@@ -1,0 +1,36 @@
+"""Exported tiny models (random weights) for deployment tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = {"features": [4, 4, 8, 8, 16, 4], "patch_size": [32, 32, 32]}
+# real CT volumes are large: bigger windows with little overlap keep the window count (and test time) small
+OVERRIDES = {"unetpp_ct_segmentation": {**TINY, "patch_size": [96, 96, 48], "sw_overlap": 0.25},
+             "unetpp_mri_segmentation": TINY}
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory) -> dict[str, Path]:
+    """bundle name -> .ts of a tiny random network exported with the bundle's metadata."""
+    from monai.bundle import ConfigParser
+
+    from pipeline.export import export_bundle
+
+    root = tmp_path_factory.mktemp("exported")
+    out = {}
+    for bundle in ("unetpp_ct_segmentation", "unetpp_mri_segmentation"):
+        parser = ConfigParser()
+        parser.read_config(str(REPO / "bundles" / bundle / "configs" / "train.json"))
+        parser["device"] = "$torch.device('cpu')"
+        parser["features"] = TINY["features"]
+        torch.manual_seed(1)
+        net = parser.get_parsed_content("network_def")
+        torch.save(net.state_dict(), root / f"{bundle}.pt")
+        out[bundle] = export_bundle(REPO / "bundles" / bundle, root / f"{bundle}.pt", root / f"{bundle}.ts",
+                                    overrides=OVERRIDES[bundle]).path
+    return out

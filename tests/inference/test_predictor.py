@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.inferers import sliding_window_inference
+
+from pipeline.errors import PipelineError
+from pipeline.inference import Predictor
+from pipeline.networks import UNetPlusPlus
+
+META = {"inference": {"kind": "sliding_window", "roi_size": [32, 32, 32], "overlap": 0.5, "mode": "gaussian",
+                      "sigma_scale": 0.125}, "network": {"depth": 4}}
+
+
+def _net():
+    torch.manual_seed(0)
+    return UNetPlusPlus(3, 1, 3, features=(4, 4, 8, 8, 16, 4)).eval()
+
+
+def test_equals_monai_sliding_window_inference():
+    net, x = _net(), torch.randn(1, 1, 40, 37, 35)
+    with torch.inference_mode():
+        expected = torch.softmax(sliding_window_inference(x, [32, 32, 32], 1, net, overlap=0.5, mode="gaussian"), 1)
+    got = Predictor(net, META, device="cpu")(x)
+    assert got.shape == (1, 3, 40, 37, 35) and torch.allclose(got, expected, atol=1e-6)
+    assert torch.allclose(got.sum(1), torch.ones(1, 40, 37, 35), atol=1e-5)
+
+
+def test_level_and_overlap_are_applied():
+    net, x = _net(), torch.randn(1, 1, 32, 32, 32)
+    predictor = Predictor(net, META, device="cpu", level=2, overlap=0.0)
+    assert predictor.level == 2 and net.level == 2
+    with torch.inference_mode():
+        expected = torch.softmax(net(x), 1)
+    assert torch.allclose(predictor(x), expected, atol=1e-6)
+    for bad, match in [(dict(level=5), "level must be between 1 and the model's depth 4, got 5"),
+                       (dict(overlap=1.0), "overlap must be >= 0 and < 1, got 1.0"),
+                       (dict(sw_batch_size=0), "sw_batch_size must be >= 1, got 0")]:
+        with pytest.raises(ValueError, match=match):
+            Predictor(_net(), META, device="cpu", **bad)
+
+
+def test_mirroring_tta_averages_all_flips():
+    net, x = _net(), torch.randn(1, 1, 32, 32, 32)
+    plain = Predictor(net, META, device="cpu")
+    flips = [(), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)]
+    expected = sum(torch.flip(plain(torch.flip(x, f) if f else x), f) if f else plain(x) for f in flips) / 8
+    got = Predictor(net, META, device="cpu", tta=True)(x)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert not torch.allclose(got, plain(x), atol=1e-4)
+
+
+def test_slice_models_segment_volumes_slice_by_slice():
+    torch.manual_seed(0)
+    net2d = UNetPlusPlus(2, 1, 3, features=(4, 4, 8, 8, 16, 4)).eval()
+    meta = {"inference": {"kind": "slice", "roi_size": [32, 32], "overlap": 0.25, "mode": "gaussian",
+                          "sigma_scale": 0.125, "spatial_dim": 2}, "network": {"depth": 4}}
+    x = torch.randn(1, 1, 40, 36, 5)
+    out = Predictor(net2d, meta, device="cpu")(x)
+    assert out.shape == (1, 3, 40, 36, 5)
+    with torch.inference_mode():
+        for z in (0, 4):
+            logits = sliding_window_inference(x[..., z], [32, 32], 1, net2d, overlap=0.25, mode="gaussian")
+            assert torch.allclose(out[..., z], torch.softmax(logits, 1), atol=1e-5)
+
+
+def test_device_errors_without_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the 'CUDA absent' error cannot be checked here")
+    with pytest.raises(PipelineError, match="CUDA is not available"):
+        Predictor(_net(), META, device="cuda")
+    with pytest.raises(ValueError, match="exported in fp16 for CUDA"):
+        Predictor(_net(), {**META, "precision": "fp16"}, device="cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: AMP, pinned memory and fp16 paths")
+def test_cuda_amp_matches_fp32():
+    net, x = _net(), torch.randn(1, 1, 40, 40, 40)
+    cpu = Predictor(net, META, device="cpu")(x)
+    gpu = Predictor(_net(), META, device="cuda")(x)
+    assert gpu.device.type == "cpu" and (gpu - cpu).abs().max() < 2e-2
