@@ -1,0 +1,153 @@
+"""The trainer's MLflow handler: MONAI's logging plus what MONAI leaves out.
+
+At start: continue the saved run when resuming, tag the run (bundle, git commit, host, device, dataset summary
+and datalist hash) and remember the run next to the checkpoints. At the end: log the best checkpoint, export it
+to TorchScript with its deployment metadata (``<ckpt_dir>/model.ts``, logged under ``model/``) and register
+it in the MLflow Model Registry under the bundle's name, with the best validation metrics as version tags.
+
+Example (tracking settings file, see ``configs/mlflow.json``)::
+
+    "trainer": {"_target_": "pipeline.tracking.TrainingRecorder", "ckpt_dir": "@ckpt_dir", ...}
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from ignite.engine import Engine, Events
+from monai.handlers import MLFlowHandler
+
+from pipeline.tracking.safe_handler import SafeMLFlowHandler
+from pipeline.tracking.settings import save_run, saved_run
+from pipeline.training.distributed import is_main_process
+
+__all__ = ["TrainingRecorder"]
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingRecorder(SafeMLFlowHandler):
+    """Trainer handler: iteration loss and learning rate (MONAI's), plus tags, resume, model export and registry.
+
+    Args:
+        ckpt_dir: the training's checkpoint folder (``model.pt`` is the best model).
+        tags: run tags (see :func:`pipeline.tracking.run_tags`). Defaults to None.
+        resume: continue the run saved in ``ckpt_dir``. Defaults to False.
+        validator: the validation engine, whose best metrics tag the registered version. Defaults to None.
+        network: the network definition, to export the best weights. Defaults to None (no export).
+        preprocessing: the bundle's deterministic transforms, described in the export. Defaults to None.
+        inferer: the bundle's inferer. Defaults to None.
+        label_names: label id -> name. Defaults to None.
+        bundle_meta: bundle metadata. Defaults to None.
+        registered_model_name: Model Registry name; None skips registration. Defaults to None.
+        **kwargs: as ``monai.handlers.MLFlowHandler``.
+    """
+
+    def __init__(self, ckpt_dir: str | os.PathLike, tags: Mapping[str, str] | None = None, resume: bool = False,
+                 validator: Engine | None = None, network: Any = None, preprocessing: Any = None,
+                 inferer: Any = None, label_names: Mapping | None = None, bundle_meta: Mapping | None = None,
+                 registered_model_name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ckpt_dir = Path(ckpt_dir)
+        self.tags = dict(tags or {})
+        self.resume = bool(resume)
+        self.validator = validator
+        self.network = network
+        self.preprocessing = preprocessing
+        self.inferer = inferer
+        self.label_names = dict(label_names or {})
+        self.bundle_meta = dict(bundle_meta or {})
+        self.registered_model_name = registered_model_name
+        self.best: dict[str, float] = {}
+
+    def attach(self, engine: Engine) -> None:
+        super().attach(engine)
+        if self.validator is not None:
+            self.validator.add_event_handler(Events.EPOCH_COMPLETED, self._remember_best)
+
+    def _remember_best(self, engine: Engine) -> None:
+        if getattr(engine.state, "best_metric_epoch", -1) == engine.state.epoch:
+            self.best = {k: float(v) for k, v in engine.state.metrics.items() if isinstance(v, (int, float))}
+            self.best["best_epoch"] = float(engine.state.epoch)
+
+    def start(self, engine: Engine) -> None:
+        self.guarded("start", self._start, engine)
+
+    def _start(self, engine: Engine) -> None:
+        saved = saved_run(self.ckpt_dir) if self.resume else None
+        if saved and saved.get("run_name") == self.run_name and saved.get("tracking_uri") == self.uri:
+            run = self.client.get_run(saved["run_id"])
+            if run.info.status != "RUNNING":
+                self.client.update_run(saved["run_id"], status="RUNNING")
+            self.cur_run = self.client.get_run(saved["run_id"])
+            logger.info("continuing MLflow run %s (%s)", self.run_name, saved["run_id"])
+        MLFlowHandler.start(self, engine)  # MONAI's own, unguarded: its failures reach `guarded` above
+        run_id = self.cur_run.info.run_id
+        tags = [mlflow.entities.RunTag(k, str(v)[:5000]) for k, v in self.tags.items()]
+        for first in range(0, len(tags), 100):
+            self.client.log_batch(run_id=run_id, tags=tags[first: first + 100])
+        if is_main_process():
+            save_run(self.ckpt_dir, run_id, self.run_name or self.cur_run.info.run_name, self.uri)
+
+    def complete(self) -> None:
+        if not is_main_process():
+            return
+        export_dir = self._export()  # local export happens even when tracking is off
+        self.guarded("artifact logging", self._log_final, export_dir)
+
+    def _export(self) -> Path | None:
+        best = self.ckpt_dir / "model.pt"
+        if self.network is None or not best.is_file():
+            return None
+        from pipeline.export import deployment_metadata, export_torchscript, load_network_weights
+
+        try:
+            network = copy.deepcopy(getattr(self.network, "module", self.network)).cpu()
+            load_network_weights(network, best)
+            meta = deployment_metadata(self.preprocessing or [], self.inferer, self.label_names, network=network,
+                                       bundle=self.bundle_meta, extra={"checkpoint": str(best.resolve()),
+                                                                       "validation": self.best})
+            folder = self.ckpt_dir / "export"
+            result = export_torchscript(network, folder / "model.ts", meta, device="cpu")
+            (folder / "metadata.json").write_text(json.dumps(result.metadata, indent=1) + "\n")
+            logger.info("exported the best model to %s (parity %.2g)", result.path, result.max_abs_diff)
+            return folder
+        except Exception as exc:  # noqa: BLE001 - an export problem must not fail a finished training
+            logger.warning("TorchScript export at the end of training failed: %s", exc)
+            return None
+
+    def _log_final(self, export_dir: Path | None) -> None:
+        MLFlowHandler.complete(self)  # MONAI's own: the executed config and other artifacts
+        if self.cur_run is None:
+            return
+        run_id = self.cur_run.info.run_id
+        if (self.ckpt_dir / "model.pt").is_file():
+            self.client.log_artifact(run_id, str(self.ckpt_dir / "model.pt"), "checkpoints")
+        if self.best:
+            self.client.log_batch(run_id=run_id, tags=[mlflow.entities.RunTag(f"best.{k}", f"{v:.6g}")
+                                                       for k, v in self.best.items()])
+        if export_dir is None:
+            return
+        self.client.log_artifacts(run_id, str(export_dir), "model")
+        if not self.registered_model_name:
+            return
+        try:
+            self.client.create_registered_model(self.registered_model_name,
+                                                description=self.bundle_meta.get("description", ""))
+        except mlflow.exceptions.MlflowException as exc:
+            if "RESOURCE_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc):
+                raise
+        version = self.client.create_model_version(
+            self.registered_model_name, f"runs:/{run_id}/model", run_id=run_id,
+            tags={k: f"{v:.6g}" for k, v in self.best.items()},
+            description=f"TorchScript UNet++ from run {self.run_name}, best validation "
+                        + ", ".join(f"{k}={v:.4f}" for k, v in self.best.items()))
+        logger.info("registered %s version %s in the MLflow Model Registry", self.registered_model_name,
+                    version.version)

@@ -1,0 +1,162 @@
+"""Bundle training against a real ``mlflow server``: the complete run record, resume, concurrency, faults."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from .conftest import MlflowServer
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLE = "unetpp_mri_segmentation"
+CONFIG = str(REPO / "bundles" / BUNDLE / "configs" / "train.json")
+TRACKING = str(REPO / "configs" / "mlflow.json")
+TINY = ["--val_interval", "1", "--num_folds", "3", "--patch_size", "[32,32,32]", "--features", "[4,4,8,8,16,4]",
+        "--batch_size", "2", "--num_workers", "0"]
+
+
+def _command(data, root, epochs, *extra):
+    return [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", CONFIG, "--dataset_dir",
+            str(data), "--bundle_root", str(root), "--epochs", str(epochs), "--tracking", TRACKING, *TINY, *extra]
+
+
+def _env(uri):
+    return dict(os.environ, MLFLOW_TRACKING_URI=uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="1",
+                MLFLOW_HTTP_REQUEST_TIMEOUT="5", PYTHONWARNINGS="ignore")
+
+
+def _train(data, root, uri, epochs=2, *extra):
+    proc = subprocess.run(_command(data, root, epochs, *extra), capture_output=True, text=True, timeout=900,
+                          env=_env(uri), cwd=root.parent)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc.stdout + proc.stderr
+
+
+def _runs(uri):
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name(BUNDLE)
+    return client, client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+@pytest.fixture(scope="module")
+def trained(mlflow_server, tmp_path_factory, mri_dataset):
+    root = tmp_path_factory.mktemp("tracked") / "run"
+    log = _train(mri_dataset, root, mlflow_server.uri)
+    client, runs = _runs(mlflow_server.uri)
+    run_id = (root / "models/mlflow_run.json").read_text()
+    (run,) = [r for r in runs if r.info.run_id in run_id]
+    return client, run, root, log
+
+
+def test_run_has_name_tags_and_all_params(trained):
+    client, run, root, _ = trained
+    assert run.info.run_name.startswith(f"{BUNDLE}-fold0-") and run.info.status == "FINISHED"
+    tags = run.data.tags
+    assert tags["bundle.name"] == BUNDLE and tags["bundle.version"] == "0.1.0"
+    for key in ("git.commit", "host", "device", "dataset.datalist_sha1", "dataset.spacing_median",
+                "dataset.intensity_p99_5", "dataset.fold"):
+        assert tags.get(key), key
+    assert tags["dataset.train_cases"] == "2" and tags["dataset.val_cases"] == "2" and tags["device"] == "cpu"
+    params = run.data.params
+    assert params["epochs"] == "2" and params["learning_rate"] == "0.003"
+    assert params["network_def/features"] == "[4, 4, 8, 8, 16, 4]" and params["optimizer/lr"] == "0.003"
+    assert params["loss/weights"] == "[1.0, 0.5, 0.25, 0.125]"
+    assert len(params) > 100
+
+
+def test_metric_histories(trained):
+    client, run, _, _ = trained
+    loss = client.get_metric_history(run.info.run_id, "train_loss")
+    assert len(loss) == 2 and [m.step for m in loss] == [1, 2], "per iteration (1 per epoch here)"
+    assert len(client.get_metric_history(run.info.run_id, "lr_group_0")) == 2
+    for name in ("val_mean_dice", "val_dice_anterior", "val_dice_posterior"):
+        history = client.get_metric_history(run.info.run_id, name)
+        assert [m.step for m in history] == [1, 2], name
+
+
+def test_artifacts_and_registered_model(trained):
+    client, run, root, _ = trained
+    run_id = run.info.run_id
+    top = {a.path for a in client.list_artifacts(run_id)}
+    assert {"checkpoints", "model", "qc"} <= top and any(p.startswith("config_") for p in top)
+    assert {a.path for a in client.list_artifacts(run_id, "model")} == {"model/model.ts", "model/metadata.json"}
+    assert [a.path for a in client.list_artifacts(run_id, "checkpoints")] == ["checkpoints/model.pt"]
+    qc = [a.path for a in client.list_artifacts(run_id, "qc")]
+    assert qc and all(p.startswith("qc/epoch_") for p in qc)
+    pngs = client.list_artifacts(run_id, qc[0])
+    assert 1 <= len(pngs) <= 3 and all(p.path.endswith(".png") for p in pngs)
+    local = Path(client.download_artifacts(run_id, pngs[0].path, str(root / "dl")))
+    assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    versions = client.search_model_versions(f"name='{BUNDLE}'")
+    mine = [v for v in versions if v.run_id == run_id]
+    assert len(mine) == 1 and mine[0].source == f"runs:/{run_id}/model"
+    assert "val_mean_dice" in mine[0].tags and "best_epoch" in mine[0].tags
+    assert (root / "models/export/model.ts").is_file()
+
+
+def test_resume_continues_the_same_run(trained, mri_dataset, mlflow_server):
+    client, run, root, _ = trained
+    log = _train(mri_dataset, root, mlflow_server.uri, 3, "--resume", "true")
+    assert "continuing MLflow run" in log
+    resumed = client.get_run(run.info.run_id)
+    assert resumed.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_mean_dice")] == [1, 2, 3]
+    assert resumed.data.tags.get("resumed.resume") == "true" and resumed.data.params["resume"] == "false"
+    _, runs = _runs(mlflow_server.uri)
+    assert sum(r.info.run_name == run.info.run_name for r in runs) == 1
+
+
+def test_two_runs_at_once_stay_apart(mlflow_server, tmp_path, mri_dataset):
+    _, before = _runs(mlflow_server.uri)
+    procs = [subprocess.Popen(_command(mri_dataset, tmp_path / f"r{i}", 2), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=_env(mlflow_server.uri), cwd=tmp_path)
+             for i in range(2)]
+    assert [p.wait(timeout=900) for p in procs] == [0, 0]
+    client, after = _runs(mlflow_server.uri)
+    new = [r for r in after if r.info.run_id not in {b.info.run_id for b in before}]
+    assert len(new) == 2 and len({r.info.run_name for r in new}) == 2
+    for r in new:
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "val_mean_dice")] == [1, 2]
+        assert r.info.status == "FINISHED"
+
+
+def test_server_dying_mid_run_loses_nothing(tmp_path, mri_dataset):
+    server = MlflowServer(tmp_path)
+    proc = subprocess.Popen(_command(mri_dataset, tmp_path / "run", 4), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=_env(server.uri), cwd=tmp_path)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "Epoch[1] Metrics" in line:
+                server.stop()
+                break
+        lines += proc.stdout.readlines()
+        assert proc.wait(timeout=900) == 0, "".join(lines)[-4000:]
+    finally:
+        server.stop()
+    log = "".join(lines)
+    assert log.count(f"MLflow tracking at {server.uri} failed") == 1
+    assert "Epoch[4] Complete" in log
+    assert (tmp_path / "run/models/model.pt").is_file()
+    assert (tmp_path / "run/models/checkpoint_latest.pt").is_file()
+    assert (tmp_path / "run/models/export/model.ts").is_file(), "the local export still happens"
+
+
+def test_embedded_store_without_a_server(tmp_path, mri_dataset):
+    env = _env("")
+    env.pop("MLFLOW_TRACKING_URI")
+    proc = subprocess.run(_command(mri_dataset, tmp_path / "run", 1), capture_output=True, text=True, timeout=900,
+                          env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    db = tmp_path / "run/eval/mlruns.db"
+    client, runs = _runs(f"sqlite:///{db}")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert (tmp_path / "run/eval/mlruns").is_dir(), "artifacts next to the store, browsable with mlflow ui"
