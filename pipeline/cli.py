@@ -5,7 +5,10 @@ Commands:
     summary   print a dataset's summary (cases, shapes, spacings, orientations, labels, intensities)
     validate  check a dataset against the datalist rules; exit status 1 when any is broken
     folds     write a seeded K-fold split file
+    export    export a trained bundle to TorchScript with its deployment metadata (parity-checked)
+    segment   segment a file, folder or CSV list with an exported model; exit status 1 when a case failed
     demo      the main job on built-in synthetic data
+    bundle    ``python -m monai.bundle ...`` with this package's speed defaults (e.g. ``bundle run training ...``)
 
 Bad input gives one line on stderr, ``pipeline <command>: error: <rule>, got <value>``, and exit status 2.
 
@@ -122,13 +125,65 @@ def _cmd_folds(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from pipeline.data import load_msd, summarize_datalist, write_synthetic_dataset
+def _bundle_dir(name: str) -> Path:
+    path = Path(name)
+    if (path / "configs").is_dir():
+        return path
+    shipped = Path(__file__).resolve().parent.parent / "bundles" / name
+    if (shipped / "configs").is_dir():
+        return shipped
+    raise PipelineError(f"--bundle must be a bundle folder (holding configs/) or a bundle name under bundles/, "
+                        f"got '{name}'")
 
-    out = _writable_dir("--out", args.out)
-    path = write_synthetic_dataset(out / "data", modality=args.modality, cases=args.cases, seed=args.seed)
-    print(summarize_datalist(load_msd(path), progress=False).to_text())
-    print(f"\ndemo dataset: {path}")
+
+def _overrides(pairs: list[str]) -> dict:
+    import json
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise PipelineError(f"--set must be KEY=VALUE (a config id and a JSON value), got '{pair}'")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pipeline.export import export_bundle
+
+    result = export_bundle(_bundle_dir(args.bundle), args.checkpoint, args.out, level=args.level, device=args.device,
+                           half=args.half, configs=args.config, overrides=_overrides(args.set))
+    meta = result.metadata
+    print(f"wrote {result.path} ({meta['bundle']['name']} {meta['bundle']['version']}, level "
+          f"{meta['inference']['level']}, {meta['precision']}, labels {list(meta['labels'].values())})")
+    print(f"parity: max |TorchScript - eager| = {result.max_abs_diff:.3g} on a {result.input_shape} input")
+    return 0
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from pipeline.inference import parse_shard, segment
+
+    shard = parse_shard(args.shard) if args.shard else None
+    report = segment(args.model, args.input, args.output, device=args.device, level=args.level, tta=args.tta,
+                     overlap=args.overlap, sw_batch_size=args.sw_batch_size, workers=args.workers, shard=shard,
+                     overwrite=args.overwrite, progress=not args.no_progress)
+    counts = report.counts()
+    print(f"{counts['ok']} segmented, {counts['skipped']} already complete, {counts['failed']} failed; "
+          f"report: {Path(args.output) / (report.stem + '.json')}")
+    for case in report.cases:
+        if case.status == "failed":
+            print(f"  FAILED {case.input}: {case.error}")
+    return 1 if counts["failed"] else 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pipeline.demo import run_demo
+
+    _writable_dir("--out", args.out)
+    run_demo(args.out, cases=args.cases, epochs=args.epochs, seed=args.seed)
     return 0
 
 
@@ -176,19 +231,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="split JSON file to write")
     p.set_defaults(func=_cmd_folds)
 
+    p = sub.add_parser("export", help="export a trained bundle to TorchScript (with metadata, parity-checked)")
+    p.add_argument("--bundle", required=True, help="bundle folder, or a name under bundles/")
+    p.add_argument("--checkpoint", required=True, help="models/model.pt (best) or models/checkpoint_latest.pt")
+    p.add_argument("--out", required=True, help="TorchScript file to write (e.g. model.ts)")
+    p.add_argument("--level", type=_int_at_least(1), default=None, help="UNet++ inference level (default: config's)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--half", action="store_true", help="fp16 weights (needs --device cuda)")
+    p.add_argument("--config", nargs="+", default=["train"], help="bundle configs combined (default: train; "
+                   "e.g. train train_2d)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides as used in training, e.g. features=[8,8,16,32,64,8]")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("segment", help="segment images with an exported model; exit 1 when a case failed")
+    p.add_argument("--model", required=True, help="TorchScript file from `pipeline export`")
+    p.add_argument("--input", required=True, help="image file, DICOM folder, folder (recursive) or CSV list")
+    p.add_argument("--output", required=True, help="output folder (label maps, report.json, report.csv)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    p.add_argument("--level", type=_int_at_least(1), default=None, help="UNet++ level (default: the exported one)")
+    p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
+    p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap in [0, 1)")
+    p.add_argument("--sw-batch-size", type=_int_at_least(1), default=1, help="windows per forward pass")
+    p.add_argument("--workers", type=_int_at_least(1), default=2, help="reading/writing threads (default 2)")
+    p.add_argument("--shard", default=None, help="i/n: this process takes every n-th case from i (default: "
+                   "RANK/WORLD_SIZE under torchrun, else all)")
+    p.add_argument("--overwrite", action="store_true", help="redo cases whose output exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_segment)
+
+    sub.add_parser("bundle", help="python -m monai.bundle ... with the fast allocator (e.g. bundle run training ...)")
+
     p = sub.add_parser("demo", help="the main job on built-in synthetic data")
     p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
-    p.add_argument("--modality", choices=("ct", "mri"), default="ct", help="phantom type (default ct)")
-    p.add_argument("--cases", type=_int_at_least(2), default=8, help="number of cases (default 8)")
+    p.add_argument("--cases", type=_int_at_least(4), default=8, help="training phantoms (default 8)")
+    p.add_argument("--epochs", type=_int_at_least(1), default=40, help="training epochs (default 40)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=_cmd_demo)
     return parser
 
 
+def _bundle_passthrough(rest: Sequence[str]) -> int:
+    """Hand over to MONAI's bundle command line in this (allocator-preloaded) environment."""
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "monai.bundle", *rest])
+    return 0  # pragma: no cover - execv does not return
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (0 ok, 1 the job found problems, 2 bad input)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["bundle"]:
+        return _bundle_passthrough(args_list[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

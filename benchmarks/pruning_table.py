@@ -1,0 +1,71 @@
+"""The UNet++ paper's pruning table on our data: per inference level L1..L4 of a trained model, the parameters,
+GFLOPs per window, seconds per volume and validation Dice (hippocampus fold 0, the bundle's own validation:
+same preprocessing, sliding window with Gaussian blending, Dice per class).
+
+    .venv/bin/python benchmarks/pruning_table.py --bundle_root runs/hippo [--dataset_dir ../shared/data/hippocampus]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO))
+
+from _common import machine, write_json  # noqa: E402
+from network_levels import level_parameters  # noqa: E402
+
+
+def main() -> None:
+    parser_args = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser_args.add_argument("--bundle_root", required=True, help="the training's --bundle_root (models/model.pt)")
+    parser_args.add_argument("--dataset_dir", default=str(REPO.parent / "shared/data/hippocampus"))
+    parser_args.add_argument("--bundle", default="unetpp_mri_segmentation")
+    parser_args.add_argument("--json", default=None)
+    args = parser_args.parse_args()
+
+    from monai.bundle import ConfigParser
+
+    from pipeline.export import load_network_weights
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / args.bundle / "configs" / "train.json"))
+    for key, value in {"dataset_dir": args.dataset_dir, "bundle_root": args.bundle_root, "num_workers": 0,
+                       "device": "$torch.device('cpu')", "check_data": "none", "validate#handlers": []}.items():
+        parser[key] = value
+    network = parser.get_parsed_content("network_def")
+    load_network_weights(network, Path(args.bundle_root) / "models" / "model.pt")
+    evaluator = parser.get_parsed_content("validate#evaluator")
+    patch = parser.get_parsed_content("patch_size")
+    cases = len(parser.get_parsed_content("validate#dataset"))
+    rows = []
+    for level in range(network.depth, 0, -1):
+        network.level = level
+        network.eval()
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            network(torch.zeros(1, 1, *patch))
+        start = time.perf_counter()
+        evaluator.run()
+        seconds = (time.perf_counter() - start) / cases
+        metrics = {k: float(v) for k, v in evaluator.state.metrics.items()}
+        rows.append({"level": level, "params": level_parameters(network, level),
+                     "gflops_per_window": counter.get_total_flops() / 1e9, "seconds_per_volume": seconds, **metrics})
+    print(f"\n{args.bundle}, {cases} validation volumes, window {patch}, CPU ({machine()['allocator']})")
+    names = [k for k in rows[0] if k.startswith("val_")]
+    print(f"{'level':<7}{'params':>10}{'GFLOPs':>9}{'s/volume':>10}" + "".join(f"{n[4:]:>16}" for n in names))
+    for r in rows:
+        print(f"L{r['level']:<6}{r['params']:>10,d}{r['gflops_per_window']:>9.1f}{r['seconds_per_volume']:>10.3f}"
+              + "".join(f"{r[n]:>16.4f}" for n in names))
+    print(f"wrote {write_json('pruning_table', {'machine': machine(), 'cases': cases, 'rows': rows}, args.json)}")
+
+
+if __name__ == "__main__":
+    main()
