@@ -1,11 +1,13 @@
-"""Inference: metadata-driven preprocessing, the predictor, and the batch segmentation job."""
+"""Deployment-time inference without MONAI at run time: metadata-driven preprocessing and its inverse, sliding
+windows, the predictor, and the batch segmentation job (importing MONAI would cost a batch job 6-8 s)."""
 
 from __future__ import annotations
 
 from pipeline.inference.job import output_names, parse_shard, segment, select_shard, shard_from_env
 from pipeline.inference.predictor import Predictor
+from pipeline.inference.preprocess import Preprocessor, resample_axes
 from pipeline.inference.report import CaseResult, JobReport
-from pipeline.inference.preprocessing import build_preprocessing, to_metatensor
+from pipeline.inference.windows import importance_map, sliding_window, window_starts
 
-__all__ = ["CaseResult", "JobReport", "Predictor", "build_preprocessing", "output_names", "parse_shard", "segment",
-           "select_shard", "shard_from_env", "to_metatensor"]
+__all__ = ["CaseResult", "JobReport", "Predictor", "Preprocessor", "importance_map", "output_names", "parse_shard",
+           "resample_axes", "segment", "select_shard", "shard_from_env", "sliding_window", "window_starts"]

@@ -34,15 +34,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
-from monai.transforms import Invertd
 from tqdm.auto import tqdm
 
 from pipeline.data.discover import find_images
 from pipeline.errors import ImageReadError, PipelineError
 from pipeline.export.torchscript import load_torchscript
 from pipeline.inference.predictor import Predictor
-from pipeline.inference.preprocessing import build_preprocessing, to_metatensor
+from pipeline.inference.preprocess import Preprocessor
 from pipeline.inference.report import CaseResult, JobReport
 from pipeline.io import label_suffix_for, read_image, write_image
 
@@ -100,7 +98,8 @@ class _Case:
         self.path, self.output, self.started = path, output, time.time()
         self.name = output.name.rsplit("_seg", 1)[0]
         self.volume = None
-        self.data: dict | None = None
+        self.image: torch.Tensor | None = None
+        self.state = None
 
 
 def _check(volume, path: str, meta: dict) -> None:  # noqa: ANN001 - Volume
@@ -190,8 +189,10 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
     report = JobReport(str(model), str(out_dir), labels, shard, {
         "device": str(predictor.device), "level": predictor.level, "overlap": predictor.overlap, "tta": tta,
         "sw_batch_size": sw_batch_size, "workers": workers, "inputs": len(inputs), "this_shard": len(mine)})
-    preprocessing = build_preprocessing(meta)
-    inverter = Invertd(keys="pred", transform=preprocessing, orig_keys="image", nearest_interp=False)
+    try:
+        preprocess = Preprocessor(meta)
+    except ValueError as exc:
+        raise PipelineError(str(exc)) from exc
     logger.info("segmenting %d of %d image(s) (shard %d/%d) on %s at level %d", len(mine), len(inputs), *shard,
                 predictor.device, predictor.level)
 
@@ -201,13 +202,11 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
             return case
         case.volume = read_image(path)
         _check(case.volume, path, meta)
-        case.data = preprocessing({"image": to_metatensor(case.volume.array, case.volume.geometry, path)})
+        case.image, case.state = preprocess(case.volume.array, case.volume.geometry.affine)
         return case
 
     def finish(case: _Case, probs: torch.Tensor) -> CaseResult:
-        pred = MetaTensor(probs[0], affine=case.data["image"].affine)
-        pred.copy_meta_from(case.data["image"], copy_attr=False)
-        restored = inverter({"image": case.data["image"], "pred": pred})["pred"]
+        restored = preprocess.invert(probs[0], case.state)
         labels_map = torch.argmax(restored, dim=0).to(torch.uint8).numpy()
         if labels_map.shape != case.volume.geometry.shape:
             raise PipelineError(f"internal error: prediction of shape {labels_map.shape} does not match the input "
@@ -244,10 +243,10 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
                     queued += 1
                 try:
                     case = future.result()
-                    if case.data is None:
+                    if case.image is None:
                         yield skipped(case)
                         continue
-                    probs = predictor(case.data["image"])
+                    probs = predictor(case.image)
                     if int(workers) > 1:
                         writes.append((path, writer.submit(finish, case, probs)))
                     else:

@@ -1,8 +1,10 @@
 """Network inference on whole volumes: sliding windows (3D models) or slices (2D models), Gaussian blending,
 an inference level, mirroring test-time augmentation, device and precision.
 
-Built on MONAI's ``sliding_window_inference`` and ``SliceInferer``. On CUDA it moves the input with pinned
-memory and non-blocking copies, and runs fp16: an fp16-exported model directly, an fp32 one under autocast.
+Windows and blending are MONAI's algorithm (:mod:`pipeline.inference.windows`, checked against
+``sliding_window_inference`` and ``SliceInferer``) without importing MONAI. On CUDA it moves the input with
+pinned memory and non-blocking copies, and runs fp16: an fp16-exported model directly, an fp32 one under
+autocast.
 
 Example:
     >>> predictor = Predictor(model, meta, device="cpu", level=2, tta=True)    # doctest: +SKIP
@@ -13,17 +15,31 @@ from __future__ import annotations
 
 import itertools
 import logging
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import torch
-from monai.inferers import SliceInferer, sliding_window_inference
-
 from pipeline.export.torchscript import resolve_device
+from pipeline.inference.windows import sliding_window
 
 __all__ = ["Predictor"]
 
 logger = logging.getLogger(__name__)
+
+
+def _optimized(model: torch.nn.Module) -> torch.nn.Module:
+    """Freeze a scripted model (its level becomes a constant) and let TorchScript fuse it for inference: about
+    30% faster per forward on this CPU. Eager modules, and models TorchScript cannot optimise, are used as they are."""
+    if not isinstance(model, torch.jit.ScriptModule):
+        return model
+    try:
+        with warnings.catch_warnings():  # torch 2.9+ marks the TorchScript API deprecated; it is what .ts files use
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
+            return torch.jit.optimize_for_inference(torch.jit.freeze(model.eval()))
+    except Exception as exc:  # noqa: BLE001 - optimisation is optional; the plain module works
+        logger.info("TorchScript inference optimisation skipped: %s", str(exc).splitlines()[0])
+        return model
 
 
 class Predictor:
@@ -60,6 +76,7 @@ class Predictor:
                 raise ValueError(f"level must be between 1 and the model's depth {depth}, got {level}")
             self.model.level = int(level)
         self.level = int(getattr(self.model, "level", info.get("level", 0)) or 0)
+        self.model = _optimized(self.model)
         self.overlap = float(info.get("overlap", 0.5) if overlap is None else overlap)
         if not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"overlap must be >= 0 and < 1, got {self.overlap}")
@@ -75,13 +92,15 @@ class Predictor:
         self.amp = bool(amp) and self.device.type == "cuda" and not self.half
 
     def _infer(self, image: torch.Tensor) -> torch.Tensor:
-        if self.kind == "slice":
-            inferer = SliceInferer(roi_size=self.roi_size, sw_batch_size=self.sw_batch_size, overlap=self.overlap,
-                                   mode=self.mode, sigma_scale=self.sigma_scale, spatial_dim=self.spatial_dim,
-                                   progress=False)
-            return inferer(image, self.model)
-        return sliding_window_inference(image, self.roi_size, self.sw_batch_size, self.model, overlap=self.overlap,
-                                        mode=self.mode, sigma_scale=self.sigma_scale)
+        if self.kind == "slice":  # every slice along spatial_dim through the 2D network, as MONAI's SliceInferer
+            axis = 2 + self.spatial_dim
+            moved = image.movedim(axis, 1)  # (B, S, C, h, w)
+            slices = moved.reshape(-1, *moved.shape[2:])
+            out = sliding_window(slices, self.model, self.roi_size, self.overlap, self.mode, self.sigma_scale,
+                                 self.sw_batch_size)
+            return out.reshape(*moved.shape[:2], *out.shape[1:]).movedim(1, axis)
+        return sliding_window(image, self.model, self.roi_size, self.overlap, self.mode, self.sigma_scale,
+                              self.sw_batch_size)
 
     def _forward(self, image: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):

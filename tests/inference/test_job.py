@@ -174,3 +174,12 @@ def test_real_mixed_folder_dicom_nrrd_and_lps_mr(tmp_path, ct_mr_examples, expor
     for source, output in pairs:
         assert read_header(tmp_path / "out" / output).geometry.same_grid(read_header(inputs / source).geometry)
     assert read_header(tmp_path / "out/mr_lps_seg.nii.gz").geometry.orientation == "LPS"
+
+
+def test_the_job_does_not_import_monai(tmp_path, mri_dataset, exported):
+    code = ("import sys; from pipeline.cli import main; "
+            f"rc = main(['segment', '--model', {str(exported['unetpp_mri_segmentation'])!r}, '--input', "
+            f"{str(mri_dataset / 'imagesTr' / 'mri_000.nii.gz')!r}, '--output', {str(tmp_path)!r}, '--device', 'cpu', "
+            "'--no-progress']); print('MONAI' if any(m.split('.')[0] == 'monai' for m in sys.modules) else 'NO-MONAI', rc)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.stdout.strip().splitlines()[-1] == "NO-MONAI 0", proc.stderr[-2000:]

@@ -50,20 +50,6 @@ def test_mirroring_tta_averages_all_flips():
     assert not torch.allclose(got, plain(x), atol=1e-4)
 
 
-def test_slice_models_segment_volumes_slice_by_slice():
-    torch.manual_seed(0)
-    net2d = UNetPlusPlus(2, 1, 3, features=(4, 4, 8, 8, 16, 4)).eval()
-    meta = {"inference": {"kind": "slice", "roi_size": [32, 32], "overlap": 0.25, "mode": "gaussian",
-                          "sigma_scale": 0.125, "spatial_dim": 2}, "network": {"depth": 4}}
-    x = torch.randn(1, 1, 40, 36, 5)
-    out = Predictor(net2d, meta, device="cpu")(x)
-    assert out.shape == (1, 3, 40, 36, 5)
-    with torch.inference_mode():
-        for z in (0, 4):
-            logits = sliding_window_inference(x[..., z], [32, 32], 1, net2d, overlap=0.25, mode="gaussian")
-            assert torch.allclose(out[..., z], torch.softmax(logits, 1), atol=1e-5)
-
-
 def test_device_errors_without_cuda():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: the 'CUDA absent' error cannot be checked here")
