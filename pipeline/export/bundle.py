@@ -85,7 +85,8 @@ def export_bundle(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike, 
         bundle_dir: the bundle folder (holding ``configs/``).
         checkpoint: weights (``models/model.pt`` or ``models/checkpoint_latest.pt``).
         out: destination ``.ts`` file.
-        level: inference level; None keeps the config's ``inference_level``. Defaults to None.
+        level: inference level; None takes the config's ``deploy_level`` (the pruned level the bundle validated
+            for deployment), else its ``inference_level``. Defaults to None.
         device: ``cpu`` or ``cuda[:N]``. Defaults to ``"cpu"``.
         half: fp16 weights (CUDA only). Defaults to False.
         configs: config files combined, e.g. ``("train", "train_2d")``. Defaults to ``("train",)``.
@@ -95,6 +96,8 @@ def export_bundle(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike, 
     parser = _parser(root, configs, overrides)
     network = parser.get_parsed_content("network_def")
     load_network_weights(network, checkpoint)
+    if level is None and "deploy_level" in parser:
+        level = int(parser.get_parsed_content("deploy_level"))
     metadata = bundle_metadata(parser, network, level=level,
                                extra={"checkpoint": str(Path(checkpoint).resolve()), "configs": list(configs),
                                       "overrides": json.loads(json.dumps(dict(overrides or {}), default=str))})

@@ -47,13 +47,15 @@ class TrainingRecorder(SafeMLFlowHandler):
         label_names: label id -> name. Defaults to None.
         bundle_meta: bundle metadata. Defaults to None.
         registered_model_name: Model Registry name; None skips registration. Defaults to None.
+        export_level: UNet++ level of the export (the bundle's ``deploy_level``); None keeps the network's.
+            Defaults to None.
         **kwargs: as ``monai.handlers.MLFlowHandler``.
     """
 
     def __init__(self, ckpt_dir: str | os.PathLike, tags: Mapping[str, str] | None = None, resume: bool = False,
                  validator: Engine | None = None, network: Any = None, preprocessing: Any = None,
                  inferer: Any = None, label_names: Mapping | None = None, bundle_meta: Mapping | None = None,
-                 registered_model_name: str | None = None, **kwargs: Any) -> None:
+                 registered_model_name: str | None = None, export_level: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.ckpt_dir = Path(ckpt_dir)
         self.tags = dict(tags or {})
@@ -65,6 +67,7 @@ class TrainingRecorder(SafeMLFlowHandler):
         self.label_names = dict(label_names or {})
         self.bundle_meta = dict(bundle_meta or {})
         self.registered_model_name = registered_model_name
+        self.export_level = export_level
         self.best: dict[str, float] = {}
 
     def attach(self, engine: Engine) -> None:
@@ -115,7 +118,7 @@ class TrainingRecorder(SafeMLFlowHandler):
                                        bundle=self.bundle_meta, extra={"checkpoint": str(best.resolve()),
                                                                        "validation": self.best})
             folder = self.ckpt_dir / "export"
-            result = export_torchscript(network, folder / "model.ts", meta, device="cpu")
+            result = export_torchscript(network, folder / "model.ts", meta, level=self.export_level, device="cpu")
             (folder / "metadata.json").write_text(json.dumps(result.metadata, indent=1) + "\n")
             logger.info("exported the best model to %s (parity %.2g)", result.path, result.max_abs_diff)
             return folder

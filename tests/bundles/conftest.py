@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,8 +31,15 @@ def run_bundle(*args: str, cwd: Path, timeout: int = 600, torchrun: int = 0) -> 
                PYTHONWARNINGS="ignore")
     prefix = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"] \
         if torchrun else [sys.executable]
-    return subprocess.run([*prefix, "-m", "monai.bundle", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.Popen([*prefix, "-m", "monai.bundle", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun's workers too, not just the launcher
+        out, err = proc.communicate()
+        raise AssertionError(f"timed out after {timeout} s: {' '.join(args[:3])}\n{out[-3000:]}\n{err[-3000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def check(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:

@@ -68,6 +68,8 @@ def test_config_combinations_parse_with_the_standard_keys(bundle, combo):
         assert key in parser, key
     if "inference" in combo:
         assert "infer#evaluator" in parser and "inference" in parser
+        parser["device"] = "$torch.device('cpu')"
+        assert parser.get_parsed_content("network_def").level == parser.get_parsed_content("deploy_level")
     if "evaluate" in combo:
         assert "evaluating" in parser
 

@@ -67,7 +67,7 @@ def test_inference_writes_labels_on_each_inputs_own_grid(trained, tmp_path, requ
         shutil.copy(data / "imagesTr" / name, inputs / name)
     check(run_bundle("run", "inference", "--config_file", configs(bundle, "train", "inference"), "--input_path",
                      str(inputs), "--bundle_root", str(root), "--prediction_dir", str(tmp_path / "out"),
-                     "--inference_level", "2", *TINY, cwd=root))
+                     "--deploy_level", "2", *TINY, cwd=root))
     for index, code in enumerate(("RAS", "LPS", "LAS")):
         source = nib.load(inputs / f"{MODALITY[bundle]}_{index:03d}.nii.gz")
         seg = nib.load(tmp_path / "out" / f"{MODALITY[bundle]}_{index:03d}_seg.nii.gz")
