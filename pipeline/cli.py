@@ -169,7 +169,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard) if args.shard else None
     report = segment(args.model, args.input, args.output, device=args.device, level=args.level, tta=args.tta,
                      overlap=args.overlap, sw_batch_size=args.sw_batch_size, workers=args.workers, shard=shard,
-                     overwrite=args.overwrite, progress=not args.no_progress)
+                     precision=args.precision, overwrite=args.overwrite, progress=not args.no_progress)
     counts = report.counts()
     print(f"{counts['ok']} segmented, {counts['skipped']} already complete, {counts['failed']} failed; "
           f"report: {Path(args.output) / (report.stem + '.json')}")
@@ -251,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     p.add_argument("--level", type=_int_at_least(1), default=None, help="UNet++ level (default: the exported one)")
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",  # Predictor's
+                   help="auto: fp16 autocast on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else fp32")
     p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap in [0, 1)")
     p.add_argument("--sw-batch-size", type=_int_at_least(1), default=1, help="windows per forward pass")
     p.add_argument("--workers", type=_int_at_least(1), default=2, help="reading/writing threads (default 2)")

@@ -142,7 +142,7 @@ def _remove_stale_parts(folder: Path, older_than_s: float = 300.0) -> None:
 
 def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir: str | os.PathLike,
             device: str = "auto", level: int | None = None, tta: bool = False, overlap: float | None = None,
-            sw_batch_size: int = 1, workers: int = 2, shard: tuple[int, int] | None = None, overwrite: bool = False,
+            sw_batch_size: int = 1, workers: int = 2, precision: str = "auto", shard: tuple[int, int] | None = None, overwrite: bool = False,
             progress: bool = True) -> JobReport:
     """Segment every image under ``input_path`` with the exported ``model``; see the module docstring.
 
@@ -155,6 +155,7 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
         tta: mirroring test-time augmentation. Defaults to False.
         overlap: sliding-window overlap; None keeps the exported one. Defaults to None.
         sw_batch_size: windows per forward pass. Defaults to 1.
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``; see :class:`Predictor`. Defaults to ``"auto"``.
         workers: threads reading/preprocessing ahead (and one writing behind when > 1). Defaults to 2.
         shard: ``(i, n)``; None uses RANK/WORLD_SIZE when set, else ``(0, 1)``. Defaults to None.
         overwrite: redo cases whose output exists. Defaults to False.
@@ -174,7 +175,7 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
     module, meta = load_torchscript(model, device="cpu")
     try:
         predictor = Predictor(module, meta, device=device, level=level, overlap=overlap,
-                              sw_batch_size=sw_batch_size, tta=tta)
+                              sw_batch_size=sw_batch_size, tta=tta, precision=precision)
     except ValueError as exc:
         raise PipelineError(str(exc)) from exc
     inputs = find_images(input_path)
@@ -188,13 +189,14 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
     labels = {str(k): str(v) for k, v in meta.get("labels", {}).items()}
     report = JobReport(str(model), str(out_dir), labels, shard, {
         "device": str(predictor.device), "level": predictor.level, "overlap": predictor.overlap, "tta": tta,
+        "precision": predictor.precision,
         "sw_batch_size": sw_batch_size, "workers": workers, "inputs": len(inputs), "this_shard": len(mine)})
     try:
         preprocess = Preprocessor(meta)
     except ValueError as exc:
         raise PipelineError(str(exc)) from exc
-    logger.info("segmenting %d of %d image(s) (shard %d/%d) on %s at level %d", len(mine), len(inputs), *shard,
-                predictor.device, predictor.level)
+    logger.info("segmenting %d of %d image(s) (shard %d/%d) on %s at level %d in %s", len(mine), len(inputs),
+                *shard, predictor.device, predictor.level, predictor.precision)
 
     def prepare(path: str) -> _Case:
         case = _Case(path, out_dir / names[path])

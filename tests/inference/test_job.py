@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from pipeline.inference import output_names, parse_shard, segment, select_shard
+from pipeline.inference.predictor import native_bf16
 from pipeline.io import read_header, read_image, write_image
 
 
@@ -52,6 +53,7 @@ def test_mixed_folder_bad_cases_reported_and_outputs_on_input_grids(tmp_path, ct
         assert set(status[out.split("_seg")[0]].volumes_ml) == {"liver", "kidney"}
     saved = json.loads((tmp_path / "out/report.json").read_text())
     assert saved["counts"] == {"ok": 4, "skipped": 0, "failed": 3}
+    assert saved["settings"]["precision"] == ("bf16" if native_bf16() else "fp32")  # --precision auto on a CPU
     header = (tmp_path / "out/report.csv").read_text().splitlines()[0]
     assert header == "case,status,seconds,liver_ml,kidney_ml,input,output,error"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(

@@ -6,6 +6,7 @@ from monai.inferers import sliding_window_inference
 
 from pipeline.errors import PipelineError
 from pipeline.inference import Predictor
+from pipeline.inference.predictor import autocast_dtype, native_bf16
 from pipeline.networks import UNetPlusPlus
 
 META = {"inference": {"kind": "sliding_window", "roi_size": [32, 32, 32], "overlap": 0.5, "mode": "gaussian",
@@ -21,31 +22,33 @@ def test_equals_monai_sliding_window_inference():
     net, x = _net(), torch.randn(1, 1, 40, 37, 35)
     with torch.inference_mode():
         expected = torch.softmax(sliding_window_inference(x, [32, 32, 32], 1, net, overlap=0.5, mode="gaussian"), 1)
-    got = Predictor(net, META, device="cpu")(x)
+    got = Predictor(net, META, device="cpu", precision="fp32")(x)
     assert got.shape == (1, 3, 40, 37, 35) and torch.allclose(got, expected, atol=1e-6)
     assert torch.allclose(got.sum(1), torch.ones(1, 40, 37, 35), atol=1e-5)
 
 
 def test_level_and_overlap_are_applied():
     net, x = _net(), torch.randn(1, 1, 32, 32, 32)
-    predictor = Predictor(net, META, device="cpu", level=2, overlap=0.0)
+    predictor = Predictor(net, META, device="cpu", level=2, overlap=0.0, precision="fp32")
     assert predictor.level == 2 and net.level == 2
     with torch.inference_mode():
         expected = torch.softmax(net(x), 1)
     assert torch.allclose(predictor(x), expected, atol=1e-6)
     for bad, match in [(dict(level=5), "level must be between 1 and the model's depth 4, got 5"),
                        (dict(overlap=1.0), "overlap must be >= 0 and < 1, got 1.0"),
-                       (dict(sw_batch_size=0), "sw_batch_size must be >= 1, got 0")]:
+                       (dict(sw_batch_size=0), "sw_batch_size must be >= 1, got 0"),
+                       (dict(precision="int8"), "precision must be one of auto, fp32, bf16, fp16, got 'int8'"),
+                       (dict(precision="fp16"), "precision fp16 needs a CUDA device")]:
         with pytest.raises(ValueError, match=match):
             Predictor(_net(), META, device="cpu", **bad)
 
 
 def test_mirroring_tta_averages_all_flips():
     net, x = _net(), torch.randn(1, 1, 32, 32, 32)
-    plain = Predictor(net, META, device="cpu")
+    plain = Predictor(net, META, device="cpu", precision="fp32")
     flips = [(), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)]
     expected = sum(torch.flip(plain(torch.flip(x, f) if f else x), f) if f else plain(x) for f in flips) / 8
-    got = Predictor(net, META, device="cpu", tta=True)(x)
+    got = Predictor(net, META, device="cpu", tta=True, precision="fp32")(x)
     assert torch.allclose(got, expected, atol=1e-5)
     assert not torch.allclose(got, plain(x), atol=1e-4)
 
@@ -62,6 +65,33 @@ def test_device_errors_without_cuda():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: AMP, pinned memory and fp16 paths")
 def test_cuda_amp_matches_fp32():
     net, x = _net(), torch.randn(1, 1, 40, 40, 40)
-    cpu = Predictor(net, META, device="cpu")(x)
+    cpu = Predictor(net, META, device="cpu", precision="fp32")(x)
     gpu = Predictor(_net(), META, device="cuda")(x)
     assert gpu.device.type == "cpu" and (gpu - cpu).abs().max() < 2e-2
+
+
+def test_precision_choice_per_device(tmp_path):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert autocast_dtype("fp32", cpu) is None and autocast_dtype("fp32", cuda) is None
+    assert autocast_dtype("bf16", cpu) == torch.bfloat16 and autocast_dtype("auto", cuda) == torch.float16
+    assert autocast_dtype("auto", cuda, half_model=True) is None  # an fp16 export runs as it is
+    assert autocast_dtype("auto", cpu) == (torch.bfloat16 if native_bf16() else None)
+    with_bf16, without = tmp_path / "a", tmp_path / "b"
+    with_bf16.write_text("flags\t: fpu sse2 avx2 avx512f avx512_bf16 avx_vnni\n")
+    without.write_text("flags\t: fpu sse2 avx2 avx512f avx512bw\n")
+    assert native_bf16(str(with_bf16)) and not native_bf16(str(without))
+    assert not native_bf16(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("scripted", [False, True], ids=["eager", "torchscript"])
+def test_bf16_agrees_with_fp32(scripted):
+    net, x = _net(), torch.randn(1, 1, 40, 37, 35)
+    model = torch.jit.script(net) if scripted else net
+    fp32 = Predictor(model, META, device="cpu", precision="fp32")
+    bf16 = Predictor(torch.jit.script(_net()) if scripted else _net(), META, device="cpu", precision="bf16")
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    a, b = fp32(x), bf16(x)
+    assert b.dtype == torch.float32 and torch.allclose(b.sum(1), torch.ones(1, 40, 37, 35), atol=1e-5)
+    difference = (a - b).abs().max().item()
+    assert 0 < difference < 0.05, difference  # really ran in bf16 (not 0), and close
+    assert (a.argmax(1) == b.argmax(1)).float().mean() > 0.97

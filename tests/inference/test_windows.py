@@ -43,7 +43,7 @@ def test_slice_predictor_equals_monai_slice_inferer():
     with torch.inference_mode():
         expected = torch.softmax(SliceInferer(roi_size=[32, 32], sw_batch_size=2, overlap=0.25, mode="gaussian",
                                               spatial_dim=2)(x, net2d), 1)
-    got = Predictor(net2d, meta, device="cpu", sw_batch_size=2)(x)
+    got = Predictor(net2d, meta, device="cpu", sw_batch_size=2, precision="fp32")(x)
     assert torch.allclose(got, expected, atol=1e-5)
 
 
