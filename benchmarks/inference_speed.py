@@ -8,12 +8,13 @@ Stock route, as a Model Zoo ``inference.json`` runs it: ``LoadImaged`` -> ``Ensu
 TorchScript file of the same weights and its defaults. Both are timed as whole commands (start-up included),
 alternating rounds; the outputs are compared by Dice.
 
-Cases: ``hippo`` = 50 hippocampus volumes with the trained MRI model (``--bundle_root``), ``ct`` = the real
+Cases: ``hippo`` = 50 hippocampus volumes with the trained MRI model (``--bundle_root``): the 42 validation cases
+of its fold (Dice against their labels is reported for both routes) and 8 training cases; ``ct`` = the real
 abdomen CT of ../shared/data/ct_mr_examples at the CT bundle's spacing, with seeded random weights of the CT
 bundle's default network (speed does not depend on the weights; agreement is still checked).
 
     .venv/bin/python benchmarks/inference_speed.py --bundle_root runs/hippo [--cases hippo ct] [--rounds 3]
-        [--level 3] [--overlap 0.5]
+        [--level 3] [--overlap 0.5] [--precision auto|fp32|bf16]
 """
 
 from __future__ import annotations
@@ -100,9 +101,10 @@ def prepare(case: str, work: Path, bundle_root: str | None, level: int | None, o
     if overlap is not None:
         overrides["sw_overlap"] = overlap
     if case == "hippo":
-        images = sorted((SHARED / "hippocampus/imagesTr").glob("*.nii.gz"))[:50]
-        for p in images:
-            shutil.copy(p, inputs / p.name)
+        splits = json.loads((Path(bundle_root) / "models" / "splits.json").read_text())["folds"][0]
+        names = sorted(splits["val"]) + sorted(splits["train"])[: 50 - len(splits["val"])]
+        for name in names:
+            shutil.copy(SHARED / "hippocampus/imagesTr" / f"{name}.nii.gz", inputs / f"{name}.nii.gz")
         weights = Path(bundle_root) / "models" / "model.pt"
         labels = [1, 2]
     else:
@@ -128,6 +130,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--level", type=int, default=None, help="level exported for ours (default: bundle config)")
     parser.add_argument("--overlap", type=float, default=None, help="sliding-window overlap for both routes")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="ours: pipeline segment --precision (auto: bf16 on CPUs with native bf16)")
     parser.add_argument("--stock-worker", nargs=5, metavar=("BUNDLE", "WEIGHTS", "IN", "OUT", "OVERRIDES"))
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -139,7 +143,7 @@ def main() -> None:
     from pipeline.export import load_torchscript
     from pipeline.io import read_image
 
-    plain = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
+    plain = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF", "GLIBC_TUNABLES")}
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -160,26 +164,40 @@ def main() -> None:
                                json.dumps(overrides)]
                     else:
                         cmd = [sys.executable, "-m", "pipeline", "segment", "--model", str(model), "--input",
-                               str(inputs), "--output", str(out), "--device", "cpu", "--no-progress"]
+                               str(inputs), "--output", str(out), "--device", "cpu", "--no-progress",
+                               "--precision", args.precision]
                     times[side].append(_timed(cmd, plain))
                     print(f"{case} round {round_no + 1} {side}: {times[side][-1]:.1f} s", flush=True)
-            agreement = []
+            agreement, truth = [], {"stock": [], "ours": []}
+            val = set(json.loads((Path(args.bundle_root) / "models" / "splits.json").read_text())["folds"][0]["val"]) \
+                if case == "hippo" else set()
             for f in sorted(inputs.iterdir()):
                 stem = f.name[: -len(".nii.gz")]
                 a = read_image(work / f"{case}_stock_out" / f"{stem}_seg.nii.gz").array
                 b = read_image(work / f"{case}_ours_out" / f"{stem}_seg.nii.gz").array
                 agreement.append(_dice(a, b, labels))
+                if stem in val:
+                    label = read_image(SHARED / "hippocampus/labelsTr" / f.name).array
+                    truth["stock"].append(_dice(a, label, labels))
+                    truth["ours"].append(_dice(b, label, labels))
             stock_s, ours_s = median(times["stock"]), median(times["ours"])
             results[case] = {"volumes": n, "stock_s": stock_s, "ours_s": ours_s, "speedup": stock_s / ours_s,
                              "dice_agreement_mean": float(np.mean(agreement)),
                              "dice_agreement_min": float(np.min(agreement)), "times": times,
-                             "ours_level": load_torchscript(model)[1]["inference"]["level"]}
+                             "ours_level": load_torchscript(model)[1]["inference"]["level"],
+                             "ours_precision": json.loads((work / f"{case}_ours_out" / "report.json").read_text())
+                             ["settings"]["precision"],
+                             "dice_vs_labels": {k: float(np.mean(v)) for k, v in truth.items() if v},
+                             "labelled_cases": len(truth["ours"])}
     print(f"\nend to end, median of {args.rounds} rounds, CPU; stock = MONAI route in plain python, ours = "
           f"python -m pipeline segment")
-    print(f"{'case':<8}{'volumes':>8}{'stock s':>10}{'ours s':>10}{'speed-up':>10}{'Dice agreement':>16}")
+    print(f"{'case':<8}{'volumes':>8}{'stock s':>10}{'ours s':>10}{'speed-up':>10}{'level':>7}{'precision':>10}"
+          f"{'agreement':>11}{'Dice stock':>12}{'Dice ours':>11}")
     for case, r in results.items():
+        truth = r["dice_vs_labels"]
         print(f"{case:<8}{r['volumes']:>8}{r['stock_s']:>10.1f}{r['ours_s']:>10.1f}{r['speedup']:>9.2f}x"
-              f"{r['dice_agreement_mean']:>10.4f} (min {r['dice_agreement_min']:.4f})")
+              f"{r['ours_level']:>7}{r['ours_precision']:>10}{r['dice_agreement_mean']:>11.4f}"
+              + (f"{truth['stock']:>12.4f}{truth['ours']:>11.4f}" if truth else f"{'-':>12}{'-':>11}"))
     print(f"wrote {write_json('inference_speed', {'machine': machine(), 'results': results}, args.json)}")
 
 
