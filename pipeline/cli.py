@@ -183,7 +183,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
     _writable_dir("--out", args.out)
-    run_demo(args.out, cases=args.cases, epochs=args.epochs, seed=args.seed)
+    run_demo(args.out, cases=args.cases, epochs=args.epochs, seed=args.seed,
+             say=lambda line: print(line, flush=True))
     return 0
 
 

@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,8 @@ def _run(cmd: list[str], log: Path) -> None:
                             f"(full log: {log})")
 
 
-def run_demo(out: str | os.PathLike, cases: int = 8, test_cases: int = 4, epochs: int = 40, seed: int = 0) -> dict:
+def run_demo(out: str | os.PathLike, cases: int = 8, test_cases: int = 4, epochs: int = 40, seed: int = 0,
+             say: Callable[[str], None] = logger.info) -> dict:
     """Run the demo into ``out``; returns the held-out Dice scores and the paths it wrote.
 
     Args:
@@ -68,6 +70,7 @@ def run_demo(out: str | os.PathLike, cases: int = 8, test_cases: int = 4, epochs
         test_cases: held-out phantoms. Defaults to 4.
         epochs: training epochs. Defaults to 40.
         seed: phantom seed (the test set uses ``seed + 1000``). Defaults to 0.
+        say: where progress and the summary go, a line at a time (the CLI prints them). Defaults to the log.
     """
     from pipeline.data import load_msd, write_synthetic_dataset
     from pipeline.export import export_bundle
@@ -79,21 +82,20 @@ def run_demo(out: str | os.PathLike, cases: int = 8, test_cases: int = 4, epochs
     data = write_synthetic_dataset(root / "data", "ct", cases=cases, seed=seed).parent
     test = write_synthetic_dataset(root / "test", "ct", cases=test_cases, seed=seed + 1000).parent
     bundle_root = root / "training"
-    print(f"[1/4] {cases} training and {test_cases} held-out CT phantoms in {data} and {test}", flush=True)
-    print(f"[2/4] training {BUNDLE} for {epochs} epochs with MLflow tracking (log: {root / 'train.log'})",
-          flush=True)
+    say(f"[1/4] {cases} training and {test_cases} held-out CT phantoms in {data} and {test}")
+    say(f"[2/4] training {BUNDLE} for {epochs} epochs with MLflow tracking (log: {root / 'train.log'})")
     configs = REPO / "bundles" / BUNDLE / "configs"
     env_uri = os.environ.get("MLFLOW_TRACKING_URI")
     _run([sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(configs / "train.json"),
           "--dataset_dir", str(data), "--bundle_root", str(bundle_root), "--epochs", str(epochs),
           "--val_interval", str(min(5, epochs)),
           "--tracking", str(REPO / "configs" / "mlflow.json"), *TRAIN_OVERRIDES], root / "train.log")
-    print("[3/4] exporting the best model to TorchScript", flush=True)
+    say("[3/4] exporting the best model to TorchScript")
     overrides = {"patch_size": [48, 48, 32], "features": [16, 16, 32, 64, 128, 16], "sw_overlap": 0.25}
     result = export_bundle(REPO / "bundles" / BUNDLE, bundle_root / "models" / "model.pt", root / "model.ts",
                            overrides=overrides)
-    print(f"      {result.path} (parity {result.max_abs_diff:.2g})", flush=True)
-    print(f"[4/4] segmenting the held-out cases with {result.path.name} only", flush=True)
+    say(f"      {result.path} (parity {result.max_abs_diff:.2g})")
+    say(f"[4/4] segmenting the held-out cases with {result.path.name} only")
     report = segment(result.path, test / "imagesTr", root / "segmentations", device="auto", progress=False)
     labels = {k: v for k, v in result.metadata["labels"].items()}
     rows = []
@@ -104,20 +106,20 @@ def run_demo(out: str | os.PathLike, cases: int = 8, test_cases: int = 4, epochs
         scores = dice_scores(read_image(case.output).array, read_image(item["label"]).array, labels)
         rows.append((item["case"], scores))
     names = [n for k, n in labels.items() if k != "0"]
-    print(f"\nheld-out Dice ({len(rows)} cases, level {result.metadata['inference']['level']}):")
-    print(f"  {'case':<10}" + "".join(f"{n:>10}" for n in names))
+    say(f"\nheld-out Dice ({len(rows)} cases, level {result.metadata['inference']['level']}):")
+    say(f"  {'case':<10}" + "".join(f"{n:>10}" for n in names))
     for case, scores in rows:
-        print(f"  {case:<10}" + "".join(f"{scores[n]:>10.3f}" for n in names))
+        say(f"  {case:<10}" + "".join(f"{scores[n]:>10.3f}" for n in names))
     means = {n: float(np.nanmean([s[n] for _, s in rows])) for n in names}
-    print(f"  {'mean':<10}" + "".join(f"{means[n]:>10.3f}" for n in names))
+    say(f"  {'mean':<10}" + "".join(f"{means[n]:>10.3f}" for n in names))
     db = bundle_root / "eval" / "mlruns.db"
-    print(f"\nlabel maps: {root / 'segmentations'} (report.json, report.csv)")
-    print(f"model:      {result.path}")
+    say(f"\nlabel maps: {root / 'segmentations'} (report.json, report.csv)")
+    say(f"model:      {result.path}")
     if env_uri:
-        print(f"MLflow:     runs are on {env_uri}")
+        say(f"MLflow:     runs are on {env_uri}")
     else:
-        print(f"MLflow UI:  .venv/bin/mlflow ui --backend-store-uri sqlite:///{db} --port 5000  "
+        say(f"MLflow UI:  .venv/bin/mlflow ui --backend-store-uri sqlite:///{db} --port 5000  "
               "then open http://127.0.0.1:5000")
-    print(f"total {time.time() - started:.0f} s")
+    say(f"total {time.time() - started:.0f} s")
     return {"dice": means, "cases": rows, "model": str(result.path), "segmentations": str(root / "segmentations"),
             "mlflow_db": str(db)}
