@@ -86,7 +86,7 @@ def export_bundle(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike, 
         checkpoint: weights (``models/model.pt`` or ``models/checkpoint_latest.pt``).
         out: destination ``.ts`` file.
         level: inference level; None takes the config's ``deploy_level`` (the pruned level the bundle validated
-            for deployment), else its ``inference_level``. Defaults to None.
+            for deployment), else the network's own level (its full depth). Defaults to None.
         device: ``cpu`` or ``cuda[:N]``. Defaults to ``"cpu"``.
         half: fp16 weights (CUDA only). Defaults to False.
         configs: config files combined, e.g. ``("train", "train_2d")``. Defaults to ``("train",)``.
