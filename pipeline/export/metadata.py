@@ -2,9 +2,10 @@
 
 The preprocessing a deployed model must repeat is not restated anywhere: :func:`deployment_metadata` walks the
 instantiated transform chain of the bundle config (``@preprocessing``) and the inferer (``@inferer``) and
-records each step's parameters: orientation, target spacing, intensity normalisation (z-score or a HU window),
-foreground crop, ROI size, overlap and blending. A transform it does not know stops the export with an error
-naming it, rather than deploying a model whose input would be prepared differently.
+records each step's parameters through :mod:`pipeline.inference.steps` (orientation, target spacing, foreground
+crop, per-channel intensity normalisation), with the ROI size, overlap and blending. A transform without a
+deployable step stops the export with an error naming it, rather than deploying a model whose input would be
+prepared differently.
 
 Example:
     >>> meta = deployment_metadata(parser.get_parsed_content("preprocessing"),       # doctest: +SKIP
@@ -23,63 +24,21 @@ from typing import Any
 import monai
 import torch
 from monai.inferers import SliceInferer, SlidingWindowInferer
-from monai.transforms import (
-    CropForegroundd,
-    EnsureChannelFirstd,
-    EnsureTyped,
-    LoadImaged,
-    NormalizeIntensityd,
-    Orientationd,
-    ScaleIntensityRanged,
-    Spacingd,
-)
 
 from pipeline import __version__
-from pipeline.transforms import ForegroundThreshold
+from pipeline.inference.steps import describe_transforms
 
 __all__ = ["METADATA_VERSION", "deployment_metadata"]
 
-#: Version of the metadata layout (bump when keys change meaning).
-METADATA_VERSION = 1
-_NEUTRAL = (LoadImaged, EnsureChannelFirstd, EnsureTyped)
+#: Version of the metadata layout (bump when keys change meaning). 2: per-channel ``normalize`` steps.
+METADATA_VERSION = 2
 
 
 def _preprocessing(transforms: Iterable[object]) -> dict[str, Any]:
-    steps: list[dict[str, Any]] = []
-    out: dict[str, Any] = {"orientation": None, "target_spacing": None, "steps": steps}
-    for t in transforms:
-        if isinstance(t, _NEUTRAL):
-            continue
-        if isinstance(t, Orientationd):
-            out["orientation"] = str(t.ornt_transform.axcodes)
-            steps.append({"kind": "orient", "axcodes": out["orientation"]})
-        elif isinstance(t, Spacingd):
-            pixdim = [float(v) for v in t.spacing_transform.pixdim]
-            out["target_spacing"] = pixdim
-            steps.append({"kind": "resample", "pixdim": pixdim, "mode": str(t.mode[0])})
-        elif isinstance(t, NormalizeIntensityd):
-            n = t.normalizer
-            if n.subtrahend is not None or n.divisor is not None:
-                raise ValueError("cannot export NormalizeIntensityd with a fixed subtrahend/divisor: only per-case "
-                                 "z-score has a deployment equivalent")
-            steps.append({"kind": "zscore", "nonzero": bool(n.nonzero), "channel_wise": bool(n.channel_wise)})
-        elif isinstance(t, ScaleIntensityRanged):
-            s = t.scaler
-            steps.append({"kind": "window", "a_min": float(s.a_min), "a_max": float(s.a_max),
-                          "b_min": float(s.b_min), "b_max": float(s.b_max), "clip": bool(s.clip)})
-        elif isinstance(t, CropForegroundd):
-            select = t.cropper.select_fn
-            if not isinstance(select, ForegroundThreshold):
-                raise ValueError(f"cannot export CropForegroundd with select_fn {select!r}: use "
-                                 "pipeline.transforms.ForegroundThreshold so the threshold can be recorded")
-            margin = t.cropper.margin
-            steps.append({"kind": "crop_foreground", "threshold": select.threshold,
-                          "margin": [int(m) for m in margin] if isinstance(margin, (list, tuple)) else int(margin)})
-        else:
-            raise ValueError(f"cannot export a model whose preprocessing uses {type(t).__name__}: it has no "
-                             "deployment equivalent in pipeline.inference (supported: Orientationd, Spacingd, "
-                             "NormalizeIntensityd, ScaleIntensityRanged, CropForegroundd)")
-    return out
+    steps = describe_transforms(transforms)
+    orient = next((s["axcodes"] for s in steps if s["kind"] == "orient"), None)
+    spacing = next((s["pixdim"] for s in steps if s["kind"] == "resample"), None)
+    return {"orientation": orient, "target_spacing": spacing, "steps": steps}
 
 
 def _inferer(inferer: object) -> dict[str, Any]:

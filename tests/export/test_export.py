@@ -59,8 +59,8 @@ def test_parity_failure_writes_nothing(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("bundle, kinds", [
-    ("unetpp_ct_segmentation", ["orient", "resample", "crop_foreground", "window"]),
-    ("unetpp_mri_segmentation", ["orient", "resample", "zscore"]),
+    ("unetpp_ct_segmentation", ["orient", "resample", "crop_foreground", "normalize"]),
+    ("unetpp_mri_segmentation", ["orient", "resample", "normalize"]),
 ])
 def test_metadata_is_read_off_the_bundle_objects(bundle, kinds):
     parser = tiny_parser(bundle)
@@ -76,10 +76,12 @@ def test_metadata_is_read_off_the_bundle_objects(bundle, kinds):
     assert meta["network"]["depth"] == 4 and meta["network"]["in_channels"] == 1
     assert meta["modality"] in ("CT", "MR") and meta["channels"]
     assert {"torch", "monai", "pipeline"} <= set(meta["versions"]) and meta["exported_at"]
+    (window,) = meta["preprocessing"]["steps"][-1]["schemes"]
     if bundle == "unetpp_ct_segmentation":
-        window = meta["preprocessing"]["steps"][-1]
-        assert (window["a_min"], window["a_max"], window["clip"]) == (-175.0, 250.0, True)
+        assert (window["scheme"], window["a_min"], window["a_max"], window["clip"]) == ("window", -175, 250, True)
         assert meta["preprocessing"]["steps"][2]["threshold"] == -500.0
+    else:
+        assert window == {"scheme": "zscore", "nonzero": True}
 
 
 def test_unexportable_transform_is_named():
