@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.data.discover import find_images
+from pipeline.data.discover import InputCase, find_cases, find_images
 from pipeline.data.datalist import FORMATS, Datalist, case_id, load_csv, load_datalist, load_msd, load_nnunet, load_paired
 from pipeline.data.folds import fold_datalist, load_splits, make_splits, save_splits, split_items
 from pipeline.data.phantoms import LABELS, MODALITIES, make_phantom
@@ -12,7 +12,8 @@ from pipeline.data.validation import CaseReport, DatasetValidationError, inspect
 
 __all__ = [
     "FORMATS", "LABELS", "MODALITIES", "CaseReport", "Datalist", "DatasetSummary", "DatasetValidationError",
-    "case_id", "find_images", "fold_datalist", "inspect_case", "inspect_datalist", "load_csv", "load_datalist", "load_msd",
+    "InputCase", "case_id", "find_cases", "find_images", "fold_datalist", "inspect_case", "inspect_datalist",
+    "load_csv", "load_datalist", "load_msd",
     "load_nnunet", "load_paired", "load_splits", "make_phantom", "make_splits", "save_splits", "split_items",
     "summarize_datalist", "summarize_reports", "validate_datalist", "write_synthetic_dataset",
 ]

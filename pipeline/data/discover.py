@@ -4,21 +4,54 @@ A folder yields every NIfTI/NRRD/MetaImage file below it and every sub-folder th
 whose byte 128 starts with ``DICM``, confirmed by GDCM). Results are sorted, so that a job's order (and its
 shards) are the same on every machine.
 
+:func:`find_cases` groups them into cases for a model with ``channels`` inputs: with one channel every image is
+a case; with more, a case is a 4D file (channels on the fourth axis), the nnU-Net channel files
+``CASE_0000<ending>``, ``CASE_0001<ending>``... of one folder, or a CSV row with ``image_0``, ``image_1``...
+columns. A case that cannot be completed (a missing channel file) is returned with its ``error`` so that the
+batch job reports it and goes on.
+
 Example:
     >>> find_images("incoming/")                                          # doctest: +SKIP
     ['incoming/ct_001.nii.gz', 'incoming/patient7/series_3', 'incoming/scan.nrrd']
+    >>> find_cases("imagesTs/", channels=2)[0]                            # doctest: +SKIP
+    InputCase(name='BRATS_001', paths=('imagesTs/BRATS_001_0000.nii.gz', 'imagesTs/BRATS_001_0001.nii.gz'), error='')
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import DatasetError
 from pipeline.io.reader import IMAGE_SUFFIXES, image_suffix, is_dicom_series
 
-__all__ = ["find_images", "looks_like_dicom"]
+__all__ = ["InputCase", "find_cases", "find_images", "looks_like_dicom", "NNUNET_CHANNEL"]
+
+#: nnU-Net's channel file name: ``<case>_<4-digit channel><ending>``.
+NNUNET_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+@dataclass(frozen=True)
+class InputCase:
+    """One case to segment.
+
+    Args:
+        name: case id (output names derive from it).
+        paths: its image paths, one per channel (or one 4D file / one single-channel image).
+        error: why it cannot be segmented, if known before reading (e.g. a missing channel file).
+    """
+
+    name: str
+    paths: tuple[str, ...]
+    error: str = ""
+
+    @property
+    def source(self) -> str:
+        """The input as one string for reports: the path, or the channel paths joined by ``;``."""
+        return ";".join(self.paths)
 
 
 def looks_like_dicom(path: Path) -> bool:
@@ -44,6 +77,12 @@ def _dicom_folders_and_files(root: Path) -> list[str]:
     return found
 
 
+def _csv_rows(path: Path) -> tuple[list[str], list[dict]]:
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        return list(reader.fieldnames or []), list(reader)
+
+
 def find_images(path: str | os.PathLike, column: str = "image") -> list[str]:
     """Image files and DICOM series folders under ``path``.
 
@@ -60,13 +99,77 @@ def find_images(path: str | os.PathLike, column: str = "image") -> list[str]:
         raise DatasetError(p, "the input must be an existing file or folder")
     if p.is_file():
         if p.suffix.lower() == ".csv":
-            with p.open(newline="") as handle:
-                reader = csv.DictReader(handle)
-                if column not in (reader.fieldnames or []):
-                    raise DatasetError(p, f"a CSV input needs an '{column}' column", f"columns {reader.fieldnames}")
-                return [str((p.parent / row[column].strip()).resolve()) for row in reader
-                        if (row.get(column) or "").strip()]
+            fields, rows = _csv_rows(p)
+            if column not in fields:
+                raise DatasetError(p, f"a CSV input needs an '{column}' column", f"columns {fields}")
+            return [str((p.parent / row[column].strip()).resolve()) for row in rows
+                    if (row.get(column) or "").strip()]
         if not image_suffix(p):
             raise DatasetError(p, f"input files must end in {', '.join(IMAGE_SUFFIXES)} (or be a .csv list)")
         return [str(p)]
     return sorted(_dicom_folders_and_files(p))
+
+
+def _csv_cases(path: Path, channels: int) -> list[InputCase]:
+    from pipeline.data.datalist import case_id
+
+    fields, rows = _csv_rows(path)
+    columns = [f"image_{c}" for c in range(channels)]
+    if channels > 1 and all(c in fields for c in columns):
+        cases = []
+        for row_no, row in enumerate(rows, start=2):
+            cells = [(row.get(c) or "").strip() for c in columns]
+            paths = tuple(str((path.parent / cell).resolve()) for cell in cells if cell)
+            name = (row.get("case") or "").strip() or (case_id(paths[0]) if paths else f"row{row_no}")
+            missing = [c for c, cell in zip(columns, cells) if not cell]
+            error = f"{path}:{row_no}: every row must name an image in each of {', '.join(columns)}, " \
+                    f"got none in {', '.join(missing)}" if missing else ""
+            cases.append(InputCase(name, paths, error))
+        return cases
+    if channels > 1 and "image" not in fields:
+        raise DatasetError(path, f"a CSV input for a {channels}-channel model needs columns {', '.join(columns)} "
+                           "(or an 'image' column of 4D files)", f"columns {fields}")
+    return [InputCase(case_id(p), (p,)) for p in find_images(path)]
+
+
+def _group_channels(images: list[str], channels: int) -> list[InputCase]:
+    """nnU-Net channel files of one folder become one case; other images stay cases of their own."""
+    from pipeline.data.datalist import case_id
+
+    groups: dict[tuple[str, str], dict[int, str]] = {}
+    cases = []
+    for image in images:
+        match = NNUNET_CHANNEL.match(case_id(image)) if image_suffix(image) else None
+        if match is None:
+            cases.append(InputCase(case_id(image), (image,)))
+            continue
+        groups.setdefault((str(Path(image).parent), match["case"]), {})[int(match["channel"])] = image
+    for (folder, name), files in groups.items():
+        expected = list(range(channels))
+        paths = tuple(files[c] for c in sorted(files))
+        error = "" if sorted(files) == expected else (
+            f"{Path(folder) / name}: a {channels}-channel case needs the files {name}_0000 to "
+            f"{name}_{channels - 1:04d}, got channels {sorted(files)}")
+        cases.append(InputCase(name, paths, error))
+    return sorted(cases, key=lambda c: c.paths[0])
+
+
+def find_cases(path: str | os.PathLike, channels: int = 1) -> list[InputCase]:
+    """The cases under ``path`` for a model with ``channels`` input channels (see the module docstring).
+
+    Args:
+        path: an image file, a DICOM series folder, a folder to search recursively, or a CSV list.
+        channels: the model's input channels. Defaults to 1 (every image is a case).
+
+    Raises:
+        DatasetError: as :func:`find_images`, or a CSV without the columns a multi-channel model needs.
+    """
+    p = Path(path)
+    if p.is_file() and p.suffix.lower() == ".csv":
+        return _csv_cases(p, int(channels))
+    images = find_images(p)
+    if int(channels) <= 1:
+        from pipeline.data.datalist import case_id
+
+        return [InputCase(case_id(Path(i.rstrip("/\\"))), (i,)) for i in images]
+    return _group_channels(images, int(channels))

@@ -3,6 +3,8 @@
 Rules (each problem names the file, the rule and the value found):
     - the dataset holds at least one case;
     - every image (every channel) exists and is readable; channels share one grid;
+    - every case has the same number of channels (the network's ``in_channels`` where given; a 4D file counts
+      its fourth axis);
     - every case with a ``label`` entry has that file, readable;
     - the label has the image's shape and lies on its grid (spacing, origin, direction);
     - label values are whole numbers among the declared labels (where the layout declares them).
@@ -28,7 +30,8 @@ from pipeline.errors import DatasetError, ImageReadError
 from pipeline.io.geometry import Geometry
 from pipeline.io.reader import read_header, read_image
 
-__all__ = ["CaseReport", "DatasetValidationError", "inspect_case", "inspect_datalist", "validate_datalist"]
+__all__ = ["CaseReport", "DatasetValidationError", "channel_problems", "inspect_case", "inspect_datalist",
+           "validate_datalist"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,14 +91,20 @@ def inspect_case(item: dict, labels: dict[int, str] | None = None, read_voxels: 
     report = CaseReport(case=str(item.get("case", Path(images[0]).name)), image=str(images[0]),
                         channels=len(images))
     geometries = []
+    components = 0
     for path in images:
         if not Path(path).exists():
             report.problems.append(DatasetError(path, "every image named by the datalist must exist"))
             continue
         try:
-            geometries.append((path, read_header(path).geometry))
+            header = read_header(path)
         except ImageReadError as exc:
             report.problems.append(DatasetError(path, "images must be readable", exc.reason))
+            continue
+        geometries.append((path, header.geometry))
+        components += header.components
+    if len(geometries) == len(images):
+        report.channels = components  # a 4D file counts its fourth axis
     if geometries:
         report.geometry = geometries[0][1]
         for path, geom in geometries[1:]:
@@ -174,8 +183,23 @@ def inspect_datalist(datalist: Datalist, read_voxels: bool = True, intensity: bo
                          disable=not progress, leave=False))
 
 
+def channel_problems(reports: list[CaseReport], channels: int | None = None) -> list[DatasetError]:
+    """Cases whose channel count differs from ``channels`` (the network's input), or, when None, from the count
+    most cases have."""
+    counts = [r.channels for r in reports if r.geometry is not None]
+    if not counts:
+        return []
+    if channels is not None:
+        rule, want = f"every case must have the {channels} channel(s) the network takes (in_channels)", int(channels)
+    else:
+        want = max(set(counts), key=counts.count)
+        rule = f"all cases must have the same number of channels ({want}, as most cases have)"
+    return [DatasetError(r.image, f"{r.case}: {rule}", r.channels) for r in reports
+            if r.geometry is not None and r.channels != want]
+
+
 def validate_datalist(datalist: Datalist, read_voxels: bool = True, intensity: bool = False,
-                      progress: bool = True) -> list[CaseReport]:
+                      progress: bool = True, channels: int | None = None) -> list[CaseReport]:
     """Inspect every case and raise if any rule is broken.
 
     Args:
@@ -183,6 +207,7 @@ def validate_datalist(datalist: Datalist, read_voxels: bool = True, intensity: b
         read_voxels: also check label values (reads every label). Defaults to True.
         intensity: also gather intensity statistics. Defaults to False.
         progress: show a progress bar. Defaults to True.
+        channels: the number of input channels every case must have. Defaults to None (all cases the same).
 
     Returns:
         The per-case reports (for summaries), when nothing is wrong.
@@ -194,7 +219,7 @@ def validate_datalist(datalist: Datalist, read_voxels: bool = True, intensity: b
     if not datalist.items:
         raise DatasetError(datalist.source, "a dataset must hold at least one case", "0 cases")
     reports = inspect_datalist(datalist, read_voxels=read_voxels, intensity=intensity, progress=progress)
-    problems = [p for r in reports for p in r.problems]
+    problems = [p for r in reports for p in r.problems] + channel_problems(reports, channels)
     if problems:
         raise DatasetValidationError(datalist.source, problems)
     logger.info("%s: %d cases passed validation", datalist.source, len(reports))

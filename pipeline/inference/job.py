@@ -1,7 +1,9 @@
 """Batch segmentation: every image under a path, through an exported model, to label maps on each input's grid.
 
-The job needs only the ``.ts`` file: preprocessing, ROI, overlap and labels come from its embedded metadata.
-It loses nothing:
+The job needs only the ``.ts`` file: preprocessing, ROI, overlap, labels and the number of input channels come
+from its embedded metadata. A multi-channel model takes each case as a 4D file, as nnU-Net channel files
+(``CASE_0000``, ``CASE_0001``...) or as a CSV row (``image_0``, ``image_1``...); see
+:func:`pipeline.data.find_cases`. It loses nothing:
 
 - outputs are written to a temporary file and renamed, so a label map that exists is complete; re-running
   the job skips those cases, so a job killed (even with SIGKILL) resumes where it stopped;
@@ -36,13 +38,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.data.discover import find_images
+from pipeline.data.discover import InputCase, find_cases
 from pipeline.errors import ImageReadError, PipelineError
 from pipeline.export.torchscript import load_torchscript
 from pipeline.inference.predictor import Predictor
 from pipeline.inference.preprocess import Preprocessor
 from pipeline.inference.report import CaseResult, JobReport
-from pipeline.io import label_suffix_for, read_image, write_image
+from pipeline.io import label_suffix_for, read_case, read_image, write_image
 
 __all__ = ["output_names", "parse_shard", "shard_from_env", "select_shard", "segment"]
 
@@ -51,20 +53,23 @@ logger = logging.getLogger(__name__)
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def output_names(inputs: list[str]) -> dict[str, str]:
-    """Input path -> output file name: ``<sanitised stem>_seg<ending>``; inputs sharing a stem get a short hash
-    of their full path appended. Names hold no path separators and do not start with a dot."""
+def output_names(inputs: list[str] | list[InputCase]) -> dict[str, str]:
+    """Input (path, or a case's :attr:`~pipeline.data.InputCase.source`) -> output file name:
+    ``<sanitised case id>_seg<ending of its first file>``; inputs sharing a stem get a short hash of their full
+    path appended. Names hold no path separators and do not start with a dot."""
     from pipeline.data.datalist import case_id
 
-    stems = {p: (_SAFE.sub("_", case_id(Path(p.rstrip("/\\")))).strip("._") or "image") for p in inputs}
+    cases = [c if isinstance(c, InputCase) else InputCase(case_id(Path(c.rstrip("/\\"))), (c,)) for c in inputs]
+    stems = {c.source: (_SAFE.sub("_", c.name).strip("._") or "image") for c in cases}
+    firsts = {c.source: c.paths[0] for c in cases}
     counts: dict[str, int] = {}
     for stem in stems.values():
         counts[stem] = counts.get(stem, 0) + 1
     names = {}
-    for path, stem in stems.items():
+    for source, stem in stems.items():
         if counts[stem] > 1:
-            stem = f"{stem}_{hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:8]}"
-        names[path] = f"{stem}_seg{label_suffix_for(path)}"
+            stem = f"{stem}_{hashlib.sha1(os.path.abspath(source).encode()).hexdigest()[:8]}"
+        names[source] = f"{stem}_seg{label_suffix_for(firsts[source])}"
     return names
 
 
@@ -94,8 +99,8 @@ def select_shard(items: list[str], shard: tuple[int, int]) -> list[str]:
 
 
 class _Case:
-    def __init__(self, path: str, output: Path) -> None:
-        self.path, self.output, self.started = path, output, time.time()
+    def __init__(self, case: InputCase, output: Path) -> None:
+        self.input, self.path, self.output, self.started = case, case.source, output, time.time()
         self.name = output.name.rsplit("_seg", 1)[0]
         self.volume = None
         self.image: torch.Tensor | None = None
@@ -111,9 +116,9 @@ def _check(volume, path: str, meta: dict) -> None:  # noqa: ANN001 - Volume
     if volume.geometry.ndim != want:
         raise ImageReadError(path, f"wrong dimensionality: the model segments {want}D images, got a "
                              f"{volume.geometry.ndim}D image of size {volume.geometry.shape}")
-    channels = 1 if volume.array.ndim == volume.geometry.ndim else volume.array.shape[-1]
-    if net.get("in_channels") and channels != int(net["in_channels"]):
-        raise ImageReadError(path, f"the model needs {net['in_channels']} channel(s), the image has {channels}")
+    if net.get("in_channels") and volume.channels != int(net["in_channels"]):
+        raise ImageReadError(path, f"the model needs {net['in_channels']} channel(s), the image has "
+                             f"{volume.channels}")
     if np.issubdtype(volume.array.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(volume.array)))
         if bad:
@@ -148,7 +153,8 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
 
     Args:
         model: TorchScript file written by ``python -m pipeline export``.
-        input_path: image file, DICOM series folder, folder searched recursively, or CSV with an ``image`` column.
+        input_path: image file, DICOM series folder, folder searched recursively, or CSV with an ``image`` column
+            (``image_0``, ``image_1``... for a multi-channel model).
         output_dir: folder for label maps and ``report.json``/``report.csv``.
         device: ``auto``, ``cpu`` or ``cuda[:N]``. Defaults to ``"auto"`` (``cuda:LOCAL_RANK`` under torchrun).
         level: UNet++ inference level; None keeps the exported one. Defaults to None.
@@ -178,10 +184,12 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
                               sw_batch_size=sw_batch_size, tta=tta, precision=precision)
     except ValueError as exc:
         raise PipelineError(str(exc)) from exc
-    inputs = find_images(input_path)
+    channels = int((meta.get("network") or {}).get("in_channels") or 1)
+    cases = {c.source: c for c in find_cases(input_path, channels=channels)}
+    inputs = list(cases)
     if not inputs:
         raise PipelineError(f"no images found under '{input_path}' (NIfTI, NRRD, MHA/MHD files or DICOM series)")
-    names = output_names(inputs)
+    names = output_names(list(cases.values()))
     mine = select_shard(inputs, shard)
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -199,12 +207,15 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
                 *shard, predictor.device, predictor.level, predictor.precision)
 
     def prepare(path: str) -> _Case:
-        case = _Case(path, out_dir / names[path])
+        case = _Case(cases[path], out_dir / names[path])
         if case.output.exists() and not overwrite:
             return case
-        case.volume = read_image(path)
+        if case.input.error:
+            raise PipelineError(case.input.error)
+        case.volume = read_case(case.input.paths)
         _check(case.volume, path, meta)
-        case.image, case.state = preprocess(case.volume.array, case.volume.geometry.affine)
+        case.image, case.state = preprocess(case.volume.array, case.volume.geometry.affine,
+                                            spatial_dims=case.volume.geometry.ndim)
         return case
 
     def finish(case: _Case, probs: torch.Tensor) -> CaseResult:

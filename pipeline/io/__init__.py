@@ -11,6 +11,7 @@ from pipeline.io.reader import (
     image_suffix,
     is_dicom_series,
     is_image_file,
+    read_case,
     read_header,
     read_image,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "is_dicom_series",
     "is_image_file",
     "label_suffix_for",
+    "read_case",
     "read_header",
     "read_image",
     "write_image",

@@ -5,6 +5,11 @@ SimpleITK does the reading (GDCM for DICOM, so JPEG-2000 series work). Arrays co
 can put back exactly. Bundles read through MONAI's ``LoadImaged(reader="ITKReader")`` instead; tests check
 that both agree on the geometry.
 
+Multi-channel cases come two ways, both returned channel-last ``(x, y, z, c)`` on one 3D grid: a 4D file whose
+fourth axis holds the channels (the MSD layout of Task01 brain tumour and Task05 prostate), or one file per
+channel (nnU-Net's ``CASE_0000``, ``CASE_0001``...; a CSV's ``image_0``, ``image_1``), which
+:func:`read_case` stacks after checking that they share one grid.
+
 Example:
     >>> vol = read_image("ct.nii.gz")                         # doctest: +SKIP
     >>> vol.array.shape, vol.geometry.orientation             # doctest: +SKIP
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +33,7 @@ from pipeline.errors import ImageReadError
 from pipeline.io.geometry import Geometry
 
 __all__ = ["IMAGE_SUFFIXES", "Volume", "ImageHeader", "image_suffix", "is_image_file", "is_dicom_series",
-           "read_header", "read_image"]
+           "read_header", "read_image", "read_case"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +49,7 @@ class ImageHeader:
         path: the file or DICOM folder.
         geometry: its grid.
         pixel_type: SimpleITK's pixel type name, e.g. ``"16-bit signed integer"``.
-        components: values per voxel (1 for scalar images).
+        components: values per voxel: vector components, or the channels of a 4D file (1 for scalar images).
     """
 
     path: str
@@ -57,14 +63,20 @@ class Volume:
     """An image's voxels in index order (x, y[, z]) and its grid.
 
     Args:
-        array: the voxels, shape ``geometry.shape`` (plus a trailing component axis for vector images).
+        array: the voxels, shape ``geometry.shape``, plus a trailing channel axis for multi-channel cases (4D
+            files, vector images, stacked channel files).
         geometry: the grid.
-        path: where it was read from.
+        path: where it was read from (the first file of a multi-file case).
     """
 
     array: np.ndarray
     geometry: Geometry
     path: str = ""
+
+    @property
+    def channels(self) -> int:
+        """Number of channels (1 for a scalar image)."""
+        return 1 if self.array.ndim == self.geometry.ndim else int(self.array.shape[-1])
 
 
 def image_suffix(path: str | os.PathLike) -> str:
@@ -123,8 +135,26 @@ def _series_files(folder: Path) -> tuple[str, ...]:
 
 def _check_dims(path: Path, image) -> None:  # noqa: ANN001 - SimpleITK image or reader
     dims = image.GetDimension()
-    if dims not in (2, 3):
-        raise ImageReadError(path, f"expected a 2D or 3D image, got {dims} dimensions (size {image.GetSize()})")
+    if dims not in (2, 3, 4):
+        raise ImageReadError(path, f"expected a 2D or 3D image (or 3D with channels on a fourth axis), got {dims} "
+                             f"dimensions (size {image.GetSize()})")
+    if dims == 4 and path.is_dir():
+        raise ImageReadError(path, "a DICOM series must be 2D or 3D")
+
+
+def _geometry(image) -> Geometry:  # noqa: ANN001 - SimpleITK image or reader
+    """The spatial grid; a 4D image's fourth axis holds channels, so its grid is the first three axes."""
+    if image.GetDimension() != 4:
+        return Geometry.from_sitk(image)
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(4, 4)[:3, :3]
+    return Geometry(tuple(int(s) for s in image.GetSize()[:3]), tuple(float(s) for s in image.GetSpacing()[:3]),
+                    tuple(float(s) for s in image.GetOrigin()[:3]), tuple(direction.ravel().tolist()))
+
+
+def _components(image) -> int:  # noqa: ANN001 - SimpleITK image or reader
+    per_voxel = image.GetNumberOfComponentsPerPixel() if hasattr(image, "GetNumberOfComponentsPerPixel") \
+        else image.GetNumberOfComponents()
+    return int(per_voxel) * (int(image.GetSize()[3]) if image.GetDimension() == 4 else 1)
 
 
 def read_header(path: str | os.PathLike) -> ImageHeader:
@@ -140,8 +170,7 @@ def read_header(path: str | os.PathLike) -> ImageHeader:
     _check_readable(p)
     if p.is_dir():
         vol_img = _read_sitk(p)
-        return ImageHeader(str(p), Geometry.from_sitk(vol_img), vol_img.GetPixelIDTypeAsString(),
-                           vol_img.GetNumberOfComponentsPerPixel())
+        return ImageHeader(str(p), _geometry(vol_img), vol_img.GetPixelIDTypeAsString(), _components(vol_img))
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(p))
     try:
@@ -149,8 +178,8 @@ def read_header(path: str | os.PathLike) -> ImageHeader:
     except RuntimeError as exc:
         raise ImageReadError(p, _short(exc)) from exc
     _check_dims(p, reader)
-    return ImageHeader(str(p), Geometry.from_sitk(reader), sitk.GetPixelIDValueAsString(reader.GetPixelID()),
-                       reader.GetNumberOfComponents())
+    return ImageHeader(str(p), _geometry(reader), sitk.GetPixelIDValueAsString(reader.GetPixelID()),
+                       _components(reader))
 
 
 def _read_sitk(path: Path) -> sitk.Image:
@@ -169,9 +198,9 @@ def _read_sitk(path: Path) -> sitk.Image:
 
 def _read_float_nifti(path: Path) -> Volume | None:
     """Floating-point NIfTI voxels through nibabel, geometry through ITK: ITK's NIfTI reader turns NaN into 0,
-    which would hide corrupt images from the checks downstream. None for non-float or multi-component files."""
+    which would hide corrupt images from the checks downstream. None for non-float or vector-pixel files."""
     header = read_header(path)
-    if header.components != 1 or "float" not in header.pixel_type:
+    if "float" not in header.pixel_type or "vector" in header.pixel_type:
         return None
     import nibabel as nib
 
@@ -179,8 +208,10 @@ def _read_float_nifti(path: Path) -> Volume | None:
         array = np.asarray(nib.load(str(path)).dataobj)
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types for damaged files
         raise ImageReadError(path, str(exc)) from exc
-    array = array.reshape(array.shape[: header.geometry.ndim]) if array.ndim > header.geometry.ndim else array
-    if tuple(array.shape) != header.geometry.shape:
+    expected = header.geometry.shape + ((header.components,) if header.components > 1 else ())
+    if array.ndim > len(expected) and all(s == 1 for s in array.shape[len(expected):]):
+        array = array.reshape(array.shape[: len(expected)])
+    if tuple(array.shape) != expected:
         return None
     return Volume(array=array, geometry=header.geometry, path=str(path))
 
@@ -194,11 +225,11 @@ def read_image(path: str | os.PathLike, dtype: np.dtype | str | None = None) -> 
         dtype: cast the voxels to this dtype. Defaults to None (keep the stored type).
 
     Returns:
-        A :class:`Volume`, array in index order (x, y[, z]).
+        A :class:`Volume`, array in index order (x, y[, z]), channels last for a 4D file.
 
     Raises:
         ImageReadError: missing, unsupported format, unreadable (the reader's message is kept), several DICOM
-            series in one folder, or not 2D/3D.
+            series in one folder, or not 2D/3D (3D plus channels for a 4D file).
     """
     p = Path(path)
     _check_readable(p)
@@ -208,11 +239,51 @@ def read_image(path: str | os.PathLike, dtype: np.dtype | str | None = None) -> 
             return nan_safe if dtype is None else Volume(nan_safe.array.astype(dtype, copy=False),
                                                          nan_safe.geometry, nan_safe.path)
     image = _read_sitk(p)
-    array = sitk.GetArrayFromImage(image)  # (z, y, x[, c])
-    spatial = image.GetDimension()
+    array = sitk.GetArrayFromImage(image)  # (z, y, x[, c]); a 4D file: (c, z, y, x[, components])
+    if image.GetDimension() == 4:
+        array = np.moveaxis(array, 0, -1)
+        array = array.reshape(*array.shape[:3], -1)
+        spatial = 3
+    else:
+        spatial = image.GetDimension()
     order = tuple(reversed(range(spatial))) + tuple(range(spatial, array.ndim))
     array = array.transpose(order)
     if dtype is not None:
         array = array.astype(dtype, copy=False)
-    logger.debug("read %s: %s %s", p, array.dtype, Geometry.from_sitk(image).describe())
-    return Volume(array=array, geometry=Geometry.from_sitk(image), path=str(p))
+    geometry = _geometry(image)
+    logger.debug("read %s: %s %s", p, array.dtype, geometry.describe())
+    return Volume(array=array, geometry=geometry, path=str(p))
+
+
+def read_case(paths: str | os.PathLike | Sequence[str | os.PathLike], dtype: np.dtype | str | None = None) -> Volume:
+    """Read one case: an image (a 4D file gives its channels) or one file per channel, stacked channel-last.
+
+    Args:
+        paths: one image path, or the paths of the case's channels in order.
+        dtype: cast the voxels to this dtype. Defaults to None (the stored types; channel files are stacked
+            with numpy's common type).
+
+    Returns:
+        A :class:`Volume`: ``(x, y[, z])`` for a one-channel case, else ``(x, y[, z], c)``.
+
+    Raises:
+        ImageReadError: a channel that cannot be read, that has channels of its own, or that lies on another grid
+            than the first (the difference is named).
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        return read_image(paths, dtype)
+    files = [str(p) for p in paths]
+    if not files:
+        raise ImageReadError("(no files)", "a case must name at least one image")
+    if len(files) == 1:
+        return read_image(files[0], dtype)
+    volumes = [read_image(f, dtype) for f in files]
+    first = volumes[0]
+    for index, vol in enumerate(volumes):
+        if vol.channels != 1:
+            raise ImageReadError(vol.path, f"channel {index} of a case must hold one channel, it has {vol.channels}")
+        diffs = first.geometry.differences(vol.geometry)
+        if diffs:
+            raise ImageReadError(vol.path, f"all channels of a case must share one grid; channel {index} differs "
+                                 f"from {Path(first.path).name}: {'; '.join(diffs)}")
+    return Volume(np.stack([v.array for v in volumes], axis=-1), first.geometry, first.path)

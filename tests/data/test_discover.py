@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from pipeline.data import find_images
+from pipeline.data import InputCase, find_cases, find_images
 from pipeline.errors import DatasetError
 
 
@@ -41,3 +41,32 @@ def test_finds_the_dicom_series_folder(tmp_path, ct_mr_examples):
     shutil.copytree(ct_mr_examples / "example_ct_dicom", tmp_path / "patient/series")
     shutil.copy(ct_mr_examples / "example_mr_sm.nii.gz", tmp_path / "mr.nii.gz")
     assert find_images(tmp_path) == [str(tmp_path / "mr.nii.gz"), str(tmp_path / "patient/series")]
+
+
+def _touch(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    return str(path)
+
+
+def test_cases_for_one_channel_are_the_images(tmp_path):
+    a = _touch(tmp_path / "x_0000.nii.gz")
+    assert [(c.name, c.paths) for c in find_cases(tmp_path)] == [("x_0000", (a,))]
+
+
+def test_nnunet_channel_files_group_into_cases_and_a_missing_channel_is_reported(tmp_path):
+    files = {n: _touch(tmp_path / "in" / f"{n}.nii.gz") for n in ("p1_0000", "p1_0001", "p2_0000", "four_d")}
+    cases = {c.name: c for c in find_cases(tmp_path / "in", channels=2)}
+    assert cases["p1"].paths == (files["p1_0000"], files["p1_0001"]) and not cases["p1"].error
+    assert "a 2-channel case needs the files p2_0000 to p2_0001, got channels [0]" in cases["p2"].error
+    assert cases["four_d"].paths == (files["four_d"],) and not cases["four_d"].error  # a 4D file, checked on reading
+
+
+def test_csv_rows_with_channel_columns(tmp_path):
+    (tmp_path / "list.csv").write_text("image_0,image_1,case\na_t1.nii.gz,a_t2.nii.gz,A\nb_t1.nii.gz,,B\n")
+    cases = find_cases(tmp_path / "list.csv", channels=2)
+    assert cases[0] == InputCase("A", (str(tmp_path / "a_t1.nii.gz"), str(tmp_path / "a_t2.nii.gz")))
+    assert cases[1].name == "B" and "got none in image_1" in cases[1].error and "list.csv:3" in cases[1].error
+    (tmp_path / "bad.csv").write_text("path\nx\n")
+    with pytest.raises(DatasetError, match="needs columns image_0, image_1"):
+        find_cases(tmp_path / "bad.csv", channels=2)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import shutil
 
 import nibabel as nib
@@ -90,3 +91,36 @@ def test_all_problems_reported_together(broken):
     assert len(problems) == 2
     with pytest.raises(DatasetValidationError, match=r"dataset has 2 problem\(s\)"):
         validate_datalist(load_msd(broken), progress=False)
+
+
+def test_channel_counts_must_agree_and_match_the_network(tmp_path):
+    from pipeline.data import DatasetValidationError, load_datalist, validate_datalist, write_synthetic_dataset
+
+    root = write_synthetic_dataset(tmp_path / "d", "mri", cases=3, seed=0, shape=(16, 18, 14), channels=2).parent
+    validate_datalist(load_datalist(root), progress=False, channels=2)  # 4D files count their fourth axis
+    with pytest.raises(DatasetValidationError, match=r"mri_000: every case must have the 1 channel\(s\) the "
+                                                     r"network takes \(in_channels\), got 2"):
+        validate_datalist(load_datalist(root), progress=False, channels=1)
+    one = write_synthetic_dataset(tmp_path / "one", "mri", cases=1, seed=0, shape=(16, 18, 14))
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["training"].append({"image": str(one.parent / "imagesTr/mri_000.nii.gz"),
+                             "label": str(one.parent / "labelsTr/mri_000.nii.gz")})
+    (root / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetValidationError, match=r"all cases must have the same number of channels \(2, as "
+                                                     r"most cases have\), got 1"):
+        validate_datalist(load_datalist(root), progress=False)
+
+
+def test_channel_files_on_different_grids_are_named(tmp_path):
+    from pipeline.data import DatasetValidationError, load_datalist, validate_datalist, write_synthetic_dataset
+    from pipeline.io import Geometry, read_image, write_image
+
+    root = write_synthetic_dataset(tmp_path, "mri", cases=2, seed=0, shape=(16, 18, 14), channels=2,
+                                   layout="nnunet").parent
+    moved = read_image(root / "imagesTr/mri_001_0001.nii.gz")
+    g = moved.geometry
+    write_image(moved.array, Geometry(g.shape, g.spacing, tuple(o + 5 for o in g.origin), g.direction),
+                root / "imagesTr/mri_001_0001.nii.gz")
+    with pytest.raises(DatasetValidationError, match=r"mri_001_0001.nii.gz: all channels of a case must share one "
+                                                     r"grid, got origin"):
+        validate_datalist(load_datalist(root), progress=False)

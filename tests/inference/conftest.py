@@ -34,3 +34,32 @@ def exported(tmp_path_factory) -> dict[str, Path]:
         out[bundle] = export_bundle(REPO / "bundles" / bundle, root / f"{bundle}.pt", root / f"{bundle}.ts",
                                     overrides=OVERRIDES[bundle]).path
     return out
+
+
+@pytest.fixture(scope="session")
+def two_channel(tmp_path_factory) -> dict[str, Path]:
+    """A tiny random 2-channel MRI model (exported) and the same cases as 4D files, nnU-Net files and a CSV."""
+    from monai.bundle import ConfigParser
+
+    from pipeline.data import write_synthetic_dataset
+    from pipeline.export import export_bundle
+
+    root = tmp_path_factory.mktemp("two_channel")
+    bundle = REPO / "bundles" / "unetpp_mri_segmentation"
+    overrides = {**TINY, "in_channels": 2, "channel_names": ["T1", "T2"],
+                 "normalization": [{"scheme": "zscore", "nonzero": True},
+                                   {"scheme": "clip_zscore", "lower": 0.0, "upper": 2000.0, "mean": 500.0,
+                                    "std": 300.0}]}
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "train.json"))
+    parser["device"] = "$torch.device('cpu')"
+    for key, value in overrides.items():
+        parser[key] = value
+    torch.manual_seed(2)
+    torch.save(parser.get_parsed_content("network_def").state_dict(), root / "two.pt")
+    out = {"model": export_bundle(bundle, root / "two.pt", root / "two.ts", overrides=overrides).path}
+    for layout in ("msd", "nnunet", "csv"):
+        path = write_synthetic_dataset(root / layout, "mri", cases=3, seed=7, shape=(30, 34, 28), channels=2,
+                                       layout=layout)
+        out[layout] = path if layout == "csv" else path.parent
+    return out

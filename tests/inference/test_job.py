@@ -43,7 +43,7 @@ def test_mixed_folder_bad_cases_reported_and_outputs_on_input_grids(tmp_path, ct
     assert {k: v.status for k, v in status.items()} == {
         "a": "ok", "b_lps": "ok", "c": "ok", "d": "ok", "broken": "failed", "four_d": "failed", "nan": "failed"}
     assert "cannot read image" in status["broken"].error and "broken.nii.gz" in status["broken"].error
-    assert "wrong dimensionality" in status["four_d"].error or "got 4 dimensions" in status["four_d"].error
+    assert "the model needs 1 channel(s), the image has 2" in status["four_d"].error
     assert "1 NaN or infinite voxel(s)" in status["nan"].error
     for name, out in [("a.nii.gz", "a_seg.nii.gz"), ("b_lps.nii.gz", "b_lps_seg.nii.gz"),
                       ("sub/c.nrrd", "c_seg.nrrd"), ("sub/d.mha", "d_seg.mha")]:
@@ -185,3 +185,43 @@ def test_the_job_does_not_import_monai(tmp_path, mri_dataset, exported):
             "'--no-progress']); print('MONAI' if any(m.split('.')[0] == 'monai' for m in sys.modules) else 'NO-MONAI', rc)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.stdout.strip().splitlines()[-1] == "NO-MONAI 0", proc.stderr[-2000:]
+
+
+def test_two_channel_cases_as_4d_files_nnunet_files_and_csv_rows(tmp_path, two_channel):
+    from pipeline.export import load_torchscript
+
+    _, meta = load_torchscript(two_channel["model"])
+    assert meta["network"]["in_channels"] == 2 and meta["channels"] == ["T1", "T2"]
+    assert [s["kind"] for s in meta["preprocessing"]["steps"]] == ["orient", "resample", "normalize"]
+    results = {}
+    for layout in ("msd", "nnunet", "csv"):
+        source = two_channel[layout] / "imagesTr" if layout != "csv" else two_channel[layout]
+        report = segment(two_channel["model"], source, tmp_path / layout, device="cpu", progress=False)
+        assert report.counts() == {"ok": 3, "skipped": 0, "failed": 0}, [c.error for c in report.cases]
+        results[layout] = {c.case: read_image(c.output).array for c in report.cases}
+    assert sorted(results["msd"]) == sorted(results["nnunet"]) == sorted(results["csv"]) == [
+        "mri_000", "mri_001", "mri_002"]
+    for case in results["msd"]:  # the same voxels three ways: the same labels
+        assert np.array_equal(results["msd"][case], results["nnunet"][case])
+        assert np.array_equal(results["msd"][case], results["csv"][case])
+    grid = read_header(two_channel["nnunet"] / "imagesTr/mri_001_0000.nii.gz").geometry
+    assert read_header(tmp_path / "nnunet/mri_001_seg.nii.gz").geometry.same_grid(grid)
+
+
+def test_two_channel_bad_cases_are_reported_and_the_job_goes_on(tmp_path, two_channel):
+    inputs = tmp_path / "in"
+    shutil.copytree(two_channel["nnunet"] / "imagesTr", inputs)
+    (inputs / "mri_002_0001.nii.gz").unlink()  # a missing channel
+    moved = read_image(inputs / "mri_001_0001.nii.gz")  # a channel on another grid
+    g = moved.geometry
+    write_image(moved.array, type(g)(g.shape, (1.0, 1.0, 2.0), g.origin, g.direction), inputs / "mri_001_0001.nii.gz")
+    shutil.copy(two_channel["msd"] / "imagesTr/mri_000.nii.gz", inputs / "four_d.nii.gz")
+    single = read_image(two_channel["nnunet"] / "imagesTr/mri_000_0000.nii.gz")
+    write_image(single.array, single.geometry, inputs / "one_channel.nii.gz")
+    report = segment(two_channel["model"], inputs, tmp_path / "out", device="cpu", progress=False)
+    status = {c.case: c for c in report.cases}
+    assert {k: v.status for k, v in status.items()} == {"mri_000": "ok", "mri_001": "failed", "mri_002": "failed",
+                                                        "four_d": "ok", "one_channel": "failed"}
+    assert "all channels of a case must share one grid; channel 1 differs" in status["mri_001"].error
+    assert "needs the files mri_002_0000 to mri_002_0001, got channels [0]" in status["mri_002"].error
+    assert "the model needs 2 channel(s), the image has 1" in status["one_channel"].error

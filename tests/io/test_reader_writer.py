@@ -6,7 +6,7 @@ import pytest
 import SimpleITK as sitk
 
 from pipeline.errors import ImageReadError, ImageWriteError
-from pipeline.io import Geometry, label_suffix_for, read_header, read_image, write_image
+from pipeline.io import Geometry, label_suffix_for, read_case, read_header, read_image, write_image
 
 GEOM = Geometry((9, 7, 5), (0.8, 0.8, 2.5), (12.0, -3.0, 40.0), (1, 0, 0, 0, -1, 0, 0, 0, 1))  # LAS
 
@@ -63,12 +63,39 @@ def test_read_errors_name_the_file_and_reason(tmp_path):
         read_image(tmp_path / "empty_dir")
 
 
-def test_4d_image_is_rejected_with_its_dimensions(tmp_path):
-    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 3), np.float32), np.eye(4)), tmp_path / "four.nii.gz")
-    with pytest.raises(ImageReadError, match="expected a 2D or 3D image, got 4 dimensions"):
-        read_image(tmp_path / "four.nii.gz")
-    with pytest.raises(ImageReadError, match="got 4 dimensions"):
-        read_header(tmp_path / "four.nii.gz")
+@pytest.mark.parametrize("dtype", [np.float32, np.int16])
+def test_4d_file_reads_as_channels_last_on_its_3d_grid(tmp_path, dtype):
+    data = (np.random.default_rng(0).random((5, 6, 4, 3)) * 100).astype(dtype)
+    nib.save(nib.Nifti1Image(data, GEOM.affine), tmp_path / "four.nii.gz")
+    vol = read_image(tmp_path / "four.nii.gz")
+    assert vol.array.shape == (5, 6, 4, 3) and vol.channels == 3 and np.array_equal(vol.array, data)
+    header = read_header(tmp_path / "four.nii.gz")
+    assert header.components == 3 and header.geometry.shape == (5, 6, 4)
+    assert np.allclose(vol.geometry.affine, GEOM.affine, atol=1e-5) and vol.geometry.orientation == "LAS"
+
+
+def test_5d_image_is_rejected_with_its_dimensions(tmp_path):
+    img = sitk.Image([3, 3, 3, 2, 2], sitk.sitkFloat32)
+    sitk.WriteImage(img, str(tmp_path / "five.nrrd"))
+    with pytest.raises(ImageReadError, match="got 5 dimensions"):
+        read_image(tmp_path / "five.nrrd")
+    with pytest.raises(ImageReadError, match="got 5 dimensions"):
+        read_header(tmp_path / "five.nrrd")
+
+
+def test_read_case_stacks_channel_files_on_one_grid(tmp_path):
+    a, b = _array(dtype=np.float32), _array(dtype=np.float32) * 2
+    write_image(a, GEOM, tmp_path / "c_0000.nii.gz")
+    write_image(b, GEOM, tmp_path / "c_0001.nii.gz")
+    vol = read_case([tmp_path / "c_0000.nii.gz", tmp_path / "c_0001.nii.gz"])
+    assert vol.array.shape == (*GEOM.shape, 2) and np.array_equal(vol.array[..., 1], b)
+    assert vol.geometry.same_grid(GEOM) and read_case(tmp_path / "c_0000.nii.gz").channels == 1
+    other = Geometry(GEOM.shape, (0.8, 0.8, 3.0), GEOM.origin, GEOM.direction)
+    write_image(b, other, tmp_path / "d_0001.nii.gz")
+    with pytest.raises(ImageReadError, match=r"d_0001.nii.gz': all channels of a case must share one grid; "
+                                             r"channel 1 differs from c_0000.nii.gz: spacing \(0.8, 0.8, 2.5\) vs "
+                                             r"\(0.8, 0.8, 3\)"):
+        read_case([tmp_path / "c_0000.nii.gz", tmp_path / "d_0001.nii.gz"])
 
 
 def test_write_errors(tmp_path):

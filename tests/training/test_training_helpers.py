@@ -41,7 +41,15 @@ def test_prepare_fold_logs_the_rule_plainly(tmp_path, caplog):
 
 def test_inference_items(ct_dataset, tmp_path):
     items = inference_items(ct_dataset / "imagesTr")
-    assert len(items) == 6 and set(items[0]) == {"image"}
+    assert len(items) == 6 and set(items[0]) == {"image", "case"} and items[0]["case"] == "ct_000"
+    (tmp_path / "two").mkdir()
+    for c in (0, 1):
+        (tmp_path / "two" / f"p_000{c}.nii.gz").write_bytes(b"")
+    assert inference_items(tmp_path / "two", channels=2) == [
+        {"image": [str(tmp_path / "two/p_0000.nii.gz"), str(tmp_path / "two/p_0001.nii.gz")], "case": "p"}]
+    (tmp_path / "two/q_0000.nii.gz").write_bytes(b"")
+    with pytest.raises(DatasetError, match="every case must be complete .1 are not.*q_0000 to q_0001"):
+        inference_items(tmp_path / "two", channels=2)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="must hold at least one image"):
         inference_items(tmp_path / "empty")
