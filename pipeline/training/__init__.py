@@ -1,8 +1,9 @@
 """Helpers that bundle configs call: checked fold datalists, per-class metrics and reports, the latest
-checkpoint and resuming, a progress bar, and distributed set-up."""
+checkpoint and resuming, a time budget, a progress bar, and distributed set-up."""
 
 from __future__ import annotations
 
+from pipeline.training.budget import TimeBudget, process_start_time
 from pipeline.training.checkpoint import LATEST, LatestCheckpoint, resume
 from pipeline.training.datalist import inference_items, prepare_fold
 from pipeline.training.distributed import init_distributed, is_main_process, rank_and_world, rank_zero_handlers
@@ -10,6 +11,7 @@ from pipeline.training.metrics import MetricsReport, per_class_metrics
 from pipeline.training.progress import ProgressBar
 
 __all__ = [
-    "LATEST", "LatestCheckpoint", "MetricsReport", "ProgressBar", "inference_items", "init_distributed",
-    "is_main_process", "per_class_metrics", "prepare_fold", "rank_and_world", "rank_zero_handlers", "resume",
+    "LATEST", "LatestCheckpoint", "MetricsReport", "ProgressBar", "TimeBudget", "inference_items", "init_distributed",
+    "is_main_process", "per_class_metrics", "prepare_fold", "process_start_time", "rank_and_world",
+    "rank_zero_handlers", "resume",
 ]
