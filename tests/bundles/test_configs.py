@@ -111,5 +111,6 @@ def test_metadata_describes_the_network(bundle):
     out = meta["network_data_format"]["outputs"]["pred"]
     assert out["num_channels"] == train["num_classes"]
     assert out["channel_def"] == train["label_names"]
-    assert meta["network_data_format"]["inputs"]["image"]["num_channels"] == train["network_def"]["in_channels"]
+    assert meta["network_data_format"]["inputs"]["image"]["num_channels"] == train["in_channels"]
+    assert train["network_def"]["in_channels"] == "@in_channels"
     assert meta["version"] in meta["changelog"]

@@ -30,7 +30,8 @@ def test_training_saves_best_model_latest_state_split_and_metrics(trained):
     bundle, data, root, log = trained
     assert (root / "models/model.pt").is_file()
     state = torch.load(root / "models/checkpoint_latest.pt", weights_only=False)
-    assert set(state) == {"network", "optimizer", "lr_scheduler", "trainer"}
+    assert set(state) == {"network", "optimizer", "lr_scheduler", "time_budget", "trainer"}
+    assert json.loads((root / "eval/training_time.json").read_text())["stopped_by"] == "epochs"
     assert state["trainer"]["max_epochs"] == 2 and state["trainer"]["iteration"] == 2 * state["trainer"]["epoch_length"]
     splits = json.loads((root / "models/splits.json").read_text())
     assert splits["num_folds"] == 3 and len(splits["folds"][0]["val"]) == 2
