@@ -5,6 +5,7 @@ Commands:
     summary   print a dataset's summary (cases, shapes, spacings, orientations, labels, intensities)
     validate  check a dataset against the datalist rules; exit status 1 when any is broken
     folds     write a seeded K-fold split file
+    plan      fingerprint a dataset and plan a bundle training for it (spacing, patch, network, schedule)
     export    export a trained bundle to TorchScript with its deployment metadata (parity-checked)
     segment   segment a file, folder or CSV list with an exported model; exit status 1 when a case failed
     demo      the main job on built-in synthetic data
@@ -77,12 +78,13 @@ def _writable_dir(option: str, path: str) -> Path:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from pipeline.data import load_msd, summarize_datalist, write_synthetic_dataset
+    from pipeline.data import load_datalist, load_msd, summarize_datalist, write_synthetic_dataset
 
     out = _writable_dir("--out", args.out)
     path = write_synthetic_dataset(out, modality=args.modality, cases=args.cases, seed=args.seed, dims=args.dims,
-                                   shape=args.shape, spacing=args.spacing)
-    print(summarize_datalist(load_msd(path), progress=False).to_text())
+                                   shape=args.shape, spacing=args.spacing, channels=args.channels, layout=args.layout)
+    datalist = load_msd(path) if args.layout == "msd" else load_datalist(path if path.suffix == ".csv" else out)
+    print(summarize_datalist(datalist, progress=False).to_text())
     print(f"\nwrote {path}")
     return 0
 
@@ -122,6 +124,25 @@ def _cmd_folds(args: argparse.Namespace) -> int:
     path = save_splits(splits, args.out)
     sizes = ", ".join(str(len(f["val"])) for f in splits["folds"])
     print(f"wrote {args.num_folds} folds (seed {args.seed}, validation sizes {sizes}) to {path}")
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from pipeline.errors import DatasetError
+    from pipeline.planning import plan_dataset
+
+    try:
+        plan = plan_dataset(args.dataset, args.out, modality=args.modality, device=args.device, minutes=args.minutes,
+                            fmt=args.format, labels_dir=args.labels, progress=not args.no_progress)
+    except DatasetError as exc:  # the dataset breaks a rule (as `validate` reports it): status 1
+        sys.stderr.write(f"pipeline plan: {exc}\n")
+        return 1
+    configs = " + ".join(f"{c}.json" for c in plan.configs)
+    print(plan.to_text())
+    print(f"\nwrote {args.out} (and fingerprint.json beside it); train with a bundle's {configs} plus the plan:")
+    listed = ",".join(f"'$B/{c}.json'" for c in plan.configs)
+    print(f"  B=bundles/unetpp_mri_segmentation/configs\n  python -m pipeline bundle run training --config_file "
+          f"\"[{listed},'{args.out}']\" --bundle_root runs/planned")
     return 0
 
 
@@ -213,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="grid size x y z (default: 64 64 24 for CT, 40 48 40 for MRI)")
     p.add_argument("--spacing", type=_positive_float, nargs=3, default=None, metavar="MM",
                    help="voxel size in mm (default: 0.8 0.8 2.5 for CT, 1 1 1 for MRI)")
+    p.add_argument("--channels", type=int, choices=(1, 2), default=1, help="2: T1-like + T2-like MRI (3D)")
+    p.add_argument("--layout", choices=("msd", "nnunet", "csv"), default="msd",
+                   help="msd (two channels: 4D NIfTI), nnunet (CASE_0000/_0001) or csv (image_0,image_1)")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("summary", help="print a dataset summary")
@@ -232,6 +256,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="split JSON file to write")
     p.set_defaults(func=_cmd_folds)
 
+    p = sub.add_parser("plan", help="fingerprint a dataset and plan a bundle training for it (writes plan.json)")
+    _add_dataset_args(p)
+    p.add_argument("--out", required=True, help="plan file to write (JSON; fingerprint.json goes beside it)")
+    p.add_argument("--modality", choices=("auto", "ct", "mri"), default="auto",
+                   help="auto: declared channel names, else intensities (default auto)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="device the training will run on (default auto: CUDA when present)")
+    p.add_argument("--minutes", type=_positive_float, default=60.0, help="training budget in minutes (default 60)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_plan)
+
     p = sub.add_parser("export", help="export a trained bundle to TorchScript (with metadata, parity-checked)")
     p.add_argument("--bundle", required=True, help="bundle folder, or a name under bundles/")
     p.add_argument("--checkpoint", required=True, help="models/model.pt (best) or models/checkpoint_latest.pt")
@@ -239,8 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", type=_int_at_least(1), default=None, help="UNet++ inference level (default: config's)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--half", action="store_true", help="fp16 weights (needs --device cuda)")
-    p.add_argument("--config", nargs="+", default=["train"], help="bundle configs combined (default: train; "
-                   "e.g. train train_2d)")
+    p.add_argument("--config", nargs="+", default=["train"], help="bundle configs combined, by name or path "
+                   "(default: train; e.g. train train_2d, or train plans/plan.json)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides as used in training, e.g. features=[8,8,16,32,64,8]")
     p.set_defaults(func=_cmd_export)

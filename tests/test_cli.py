@@ -68,3 +68,24 @@ def test_library_errors_are_one_line(tmp_path, capsys):
     assert main(["summary", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "the dataset folder or datalist file must exist" in err
+
+
+@pytest.mark.parametrize("args, rule", [
+    (["--minutes", "0"], "argument --minutes: must be > 0, got 0.0"),
+    (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+    (["--modality", "pet"], "argument --modality: invalid choice: 'pet'"),
+])
+def test_plan_bad_arguments_are_one_line(tmp_path, ct_dataset, args, rule):
+    code, out, err = _run("plan", str(ct_dataset), "--out", str(tmp_path / "p.json"), *args)
+    assert code == 2 and err.count("\n") == 1 and rule in err and not (tmp_path / "p.json").exists()
+
+
+def test_synth_two_channel_layouts(tmp_path):
+    for layout in ("nnunet", "csv"):
+        code, out, err = _run("synth", "--modality", "mri", "--cases", "2", "--out", str(tmp_path / layout),
+                              "--shape", "16", "18", "14", "--channels", "2", "--layout", layout)
+        assert code == 0, err
+        assert "cases     2" in out
+    assert (tmp_path / "nnunet/imagesTr/mri_001_0001.nii.gz").is_file() and (tmp_path / "csv/dataset.csv").is_file()
+    code, _, err = _run("synth", "--modality", "ct", "--channels", "2", "--out", str(tmp_path / "x"))
+    assert code == 2 and "channels must be 1, or 2 for 3D MRI" in err

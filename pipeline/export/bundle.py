@@ -48,7 +48,8 @@ def load_network_weights(network: torch.nn.Module, checkpoint: str | os.PathLike
 
 
 def _parser(bundle_dir: Path, configs: Sequence[str], overrides: Mapping | None) -> ConfigParser:
-    files = [bundle_dir / "configs" / (c if c.endswith(".json") else f"{c}.json") for c in configs]
+    files = [Path(c) if Path(c).suffix == ".json" and Path(c).is_file() else
+             bundle_dir / "configs" / (c if c.endswith(".json") else f"{c}.json") for c in configs]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise PipelineError(f"bundle config not found: {', '.join(missing)} (is '{bundle_dir}' a bundle folder?)")
@@ -69,9 +70,14 @@ def bundle_metadata(parser: ConfigParser, network: torch.nn.Module, level: int |
     meta = parser.get("_meta_", {}) or {}
     image = (meta.get("network_data_format", {}).get("inputs", {}).get("image", {}))
     channels = [v for _, v in sorted(image.get("channel_def", {}).items(), key=lambda kv: int(kv[0]))]
+    modality = image.get("modality", "")
+    if "channel_names" in parser:  # a plan (or any override) describes the input better than metadata.json
+        channels = list(parser.get_parsed_content("channel_names"))
+    if "modality" in parser:
+        modality = str(parser.get_parsed_content("modality"))
     return deployment_metadata(parser.get_parsed_content("preprocessing"), parser.get_parsed_content("inferer"),
                                parser.get_parsed_content("label_names"), network=network,
-                               modality=image.get("modality", ""), channels=channels,
+                               modality=modality, channels=channels,
                                bundle={"name": meta.get("name", ""), "version": meta.get("version", "")},
                                level=level, extra=extra)
 
@@ -89,7 +95,8 @@ def export_bundle(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike, 
             for deployment), else the network's own level (its full depth). Defaults to None.
         device: ``cpu`` or ``cuda[:N]``. Defaults to ``"cpu"``.
         half: fp16 weights (CUDA only). Defaults to False.
-        configs: config files combined, e.g. ``("train", "train_2d")``. Defaults to ``("train",)``.
+        configs: config files combined, e.g. ``("train", "train_2d")``: names of the bundle's configs, or paths
+            of other JSON files such as a plan (``("train", "plans/hippo.json")``). Defaults to ``("train",)``.
         overrides: config id -> value, as on the ``monai.bundle`` command line. Defaults to None.
     """
     root = Path(bundle_dir)
