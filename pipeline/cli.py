@@ -141,7 +141,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     print(plan.to_text())
     print(f"\nwrote {args.out} (and fingerprint.json beside it); train with a bundle's {configs} plus the plan:")
     listed = ",".join(f"'$B/{c}.json'" for c in plan.configs)
-    print(f"  B=bundles/unetpp_mri_segmentation/configs\n  python -m pipeline bundle run training --config_file "
+    print(f"  B=bundles/{plan.bundle}/configs\n  python -m pipeline bundle run training --config_file "
           f"\"[{listed},'{args.out}']\" --bundle_root runs/planned")
     return 0
 

@@ -101,6 +101,12 @@ class Plan:
                 "plan_info": {"version": PLAN_VERSION, **self.info, "undecided": self.undecided,
                               "configs": self.configs}}
 
+    @property
+    def bundle(self) -> str:
+        """The shipped bundle whose defaults suit the plan: the CT bundle when the first channel is CT."""
+        channels = self.info.get("channels") or [{}]
+        return "unetpp_ct_segmentation" if channels[0].get("modality") == "ct" else "unetpp_mri_segmentation"
+
     def to_text(self) -> str:
         """A readable table of the plan."""
         o, i = self.overrides, self.info
@@ -110,12 +116,12 @@ class Plan:
             return x(f"{v:.3g}" for v in values)
 
         strides = " | ".join(x(str(s) for s in level) for level in o["strides"])
-        norms = "; ".join(f"ch{c} {n['name'] or '-'} ({n['modality']}, {n['why']}): {n['scheme']}"
+        norms = "; ".join(f"ch{c} {n['name'] or '-'}: {n['scheme']} ({n['modality'].upper()}: {n['why']})"
                           for c, n in enumerate(i["channels"]))
         crop = "none" if o["crop_threshold"] is None else f"> {o['crop_threshold']:g} (+{o['crop_margin']} voxels)"
         lines = [
             f"dataset        {i['dataset']}: {i['cases']} cases, {o['in_channels']} channel(s), "
-            f"{o['num_classes']} classes ({', '.join(o['label_names'].values())})",
+            f"{o['num_classes']} classes ({_names(list(o['label_names'].values()))})",
             f"device         {i['device']} ({i['device_note']}), budget {o['minutes']:g} min",
             f"network        {i['dims']}, depth {len(o['strides'])}, features {o['features']}",
             f"spacing        median {fmt(i['median_spacing'])} mm -> target {fmt(o['target_spacing'])} mm"
@@ -216,9 +222,8 @@ def _channels(draft: _Draft, modality: str) -> None:
             draft.undecided.append(f"modality of channel {c} was not declared: {why}; pass --modality to set it")
     draft.schemes = rules.normalization([c["modality"] for c in draft.channels], draft.fp.channels)
     for ch, scheme in zip(draft.channels, draft.schemes):
-        ch["scheme"] = scheme["scheme"] + (f" clip [{scheme['lower']:g}, {scheme['upper']:g}], mean "
-                                           f"{scheme['mean']:g}, std {scheme['std']:g}" if "lower" in scheme else
-                                           " over non-zero voxels")
+        ch["scheme"] = (f"clip to [{scheme['lower']:g}, {scheme['upper']:g}], z-score with mean {scheme['mean']:g}, "
+                        f"std {scheme['std']:g}" if "lower" in scheme else "per-case z-score over non-zero voxels")
 
 
 def _geometry(draft: _Draft) -> None:
@@ -340,6 +345,13 @@ def make_plan(fp: Fingerprint, modality: str = "auto", device: str | DeviceSpec 
     _schedule(draft, overrides, choice, prober)
     return Plan(overrides, draft.info, draft.undecided, ["train", "train_2d"] if draft.dims == "2d-slices" else
                 ["train"])
+
+
+def _names(names: list[str], shown: int = 6) -> str:
+    """Label names for the table: all of them, or the first few and the count (a 104-organ map fits one line)."""
+    if len(names) <= shown:
+        return ", ".join(names)
+    return f"{', '.join(names[:shown - 1])}, ... {names[-1]}; {len(names)} named"
 
 
 def _join(values: Any) -> str:

@@ -36,7 +36,7 @@ def test_isotropic_mri(cpu):
     assert o["minutes"] == 60.0 and o["epochs"] >= plan.info["predicted_epochs"] >= 1
     assert plan.info["expected_minutes"] <= 60.0 and len(calls) == 3  # two calibration probes, one final
     assert calls[-1] == (plan.info["patch"], plan.info["batch"]), "the final probe measures the plan itself"
-    assert plan.undecided == [] and plan.configs == ["train"]
+    assert plan.undecided == [] and plan.configs == ["train"] and plan.bundle == "unetpp_mri_segmentation"
 
 
 def test_anisotropic_mri_pools_in_plane_first(cpu):
@@ -56,6 +56,7 @@ def test_thick_slice_ct_crops_the_body_and_normalises_from_the_foreground(cpu):
     assert o["normalization"] == [{"scheme": "clip_zscore", "lower": -20.0, "upper": 210.0, "mean": 95.0,
                                    "std": 40.0}]
     assert (o["crop_threshold"], o["crop_margin"]) == (-500.0, 8) and o["modality"] == "CT"
+    assert plan.bundle == "unetpp_ct_segmentation", "CT plans suggest the CT bundle's defaults"
     assert o["strides"][0] == [2, 2, 1] and plan.info["aniso_axis"] == 2
     assert all(p <= m + 32 for p, m in zip(plan.info["patch"], plan.info["median_shape"]))
 
@@ -91,6 +92,13 @@ def test_unmeasurable_device_and_guessed_modality_are_named():
     text = " ".join(plan.undecided)
     assert "no cuda device here to measure the step time" in text and "modality of channel 0 was not declared" in text
     assert "not decided    no cuda device" in plan.to_text()
+
+
+def test_a_long_label_list_is_shortened_in_the_table(cpu):
+    fp = make_fingerprint([35, 50, 36], [1.0] * 3, cases=20, names=["CT"], ct=True)
+    fp.labels = {str(i): f"organ{i}" for i in range(105)}
+    line = make_plan(fp, device=cpu, minutes=60, prober=fake_prober()).to_text().splitlines()[0]
+    assert "organ0, organ1, organ2, organ3, organ4, ... organ104; 105 named" in line and "organ50" not in line
 
 
 def test_bad_arguments(cpu):
