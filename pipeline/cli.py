@@ -187,16 +187,24 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_segment(args: argparse.Namespace) -> int:
     from pipeline.inference import parse_shard, segment
 
+    from pipeline.errors import DiskFullError
+
     shard = parse_shard(args.shard) if args.shard else None
-    report = segment(args.model, args.input, args.output, device=args.device, level=args.level, tta=args.tta,
-                     overlap=args.overlap, sw_batch_size=args.sw_batch_size, workers=args.workers, shard=shard,
-                     precision=args.precision, overwrite=args.overwrite, progress=not args.no_progress)
+    try:
+        report = segment(args.model, args.input, args.output, device=args.device, level=args.level, tta=args.tta,
+                         overlap=args.overlap, sw_batch_size=args.sw_batch_size, workers=args.workers, shard=shard,
+                         precision=args.precision, overwrite=args.overwrite, progress=not args.no_progress)
+    except DiskFullError as exc:  # the job stopped; what it finished is complete, a re-run resumes
+        sys.stderr.write(f"pipeline segment: stopped: {exc}\n")
+        return 1
     counts = report.counts()
     print(f"{counts['ok']} segmented, {counts['skipped']} already complete, {counts['failed']} failed; "
           f"report: {Path(args.output) / (report.stem + '.json')}")
     for case in report.cases:
         if case.status == "failed":
             print(f"  FAILED {case.input}: {case.error}")
+        elif case.warning:
+            print(f"  WARNING {case.input}: {case.warning}")
     return 1 if counts["failed"] else 0
 
 

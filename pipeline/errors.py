@@ -9,7 +9,7 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["PipelineError", "DatasetError", "ImageReadError", "ImageWriteError"]
+__all__ = ["PipelineError", "DatasetError", "DiskFullError", "ImageReadError", "ImageWriteError"]
 
 
 class PipelineError(Exception):
@@ -61,3 +61,16 @@ class ImageWriteError(PipelineError, OSError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"cannot write image '{self.path}': {reason}")
+
+
+class DiskFullError(ImageWriteError):
+    """The destination's file system is full: a batch job stops here (every further write would fail too).
+
+    Args:
+        path: the file that could not be written.
+        free: bytes left on its file system, where known.
+    """
+
+    def __init__(self, path: object, free: int | None = None) -> None:
+        left = "" if free is None else f" ({free} bytes free)"
+        super().__init__(path, f"no space left on the device{left}; free some space and run again")

@@ -48,3 +48,76 @@ def mri_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synth_mri")
     write_synthetic_dataset(root, modality="mri", cases=4, seed=1, shape=(32, 36, 32))
     return root
+
+
+class SmallDisk:
+    """A folder on a file system that fills up after ``size`` bytes.
+
+    ``kind`` is ``tmpfs`` (a real size-limited tmpfs, mounted where the tests run as root) or ``hook`` (elsewhere:
+    ITK's writes are cut short after ``size`` bytes and Python's writes raise ENOSPC, as a full disk does).
+    """
+
+    def __init__(self, path: Path, kind: str) -> None:
+        self.path, self.kind = path, kind
+
+
+def _mount_tmpfs(path: Path, size: int) -> bool:
+    import subprocess
+
+    if os.geteuid() != 0 or os.environ.get("PIPELINE_TEST_NO_TMPFS"):  # the variable tests the hook's path
+        return False
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    return done.returncode == 0
+
+
+def _install_write_hook(monkeypatch: pytest.MonkeyPatch, root: Path, size: int) -> None:
+    import errno
+
+    import SimpleITK as sitk
+
+    import pipeline.io.atomic as atomic
+    import pipeline.io.writer as writer
+
+    def used() -> int:
+        return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+    real_write = sitk.WriteImage
+
+    def short_write(image, path, *args, **kwargs):  # noqa: ANN001, ANN202 - SimpleITK's signature
+        real_write(image, path, *args, **kwargs)
+        if Path(path).resolve().is_relative_to(root.resolve()):
+            left = max(0, size - (used() - Path(path).stat().st_size))
+            if Path(path).stat().st_size > left:  # what ITK does on a full disk: keep what fit, say nothing
+                with open(path, "r+b") as handle:
+                    handle.truncate(left)
+
+    real_text = Path.write_text
+
+    def text(self, data, *args, **kwargs):  # noqa: ANN001, ANN202
+        if self.resolve().is_relative_to(root.resolve()) and used() + len(data.encode()) > size:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real_text(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(sitk, "WriteImage", short_write)
+    monkeypatch.setattr(Path, "write_text", text)
+    free = lambda folder: max(0, size - used()) if Path(folder).resolve().is_relative_to(root.resolve()) \
+        else 1 << 40  # noqa: E731
+    monkeypatch.setattr(atomic, "free_bytes", free)
+    monkeypatch.setattr(writer, "free_bytes", free)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> SmallDisk:
+    """A 256 KiB file system (size: ``@pytest.mark.parametrize("small_disk", [bytes], indirect=True)``)."""
+    import subprocess
+
+    size = int(getattr(request, "param", 256 * 1024))
+    path = tmp_path / "small_disk"
+    if _mount_tmpfs(path, size):
+        yield SmallDisk(path, "tmpfs")
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+        return
+    path.mkdir(exist_ok=True)
+    _install_write_hook(monkeypatch, path, size)
+    yield SmallDisk(path, "hook")

@@ -5,17 +5,23 @@ from its embedded metadata. A multi-channel model takes each case as a 4D file, 
 (``CASE_0000``, ``CASE_0001``...) or as a CSV row (``image_0``, ``image_1``...); see
 :func:`pipeline.data.find_cases`. It loses nothing:
 
-- outputs are written to a temporary file and renamed, so a label map that exists is complete; re-running
-  the job skips those cases, so a job killed (even with SIGKILL) resumes where it stopped;
-- a case that fails (unreadable, wrong dimensionality, NaNs, empty) is reported with its error and the job goes
-  on; the exit status is non-zero when any case failed;
-- output names come from input names only (sanitised, ``<name>_seg<ending>``, NIfTI for DICOM folders) and
-  can never point outside the output folder;
+- the output folder is checked (a folder, writable) before the model loads;
+- outputs are written to a temporary file, read back, synced and renamed, so a label map that exists is
+  complete; a full disk stops the job with one line and leaves no partial file under a final name;
+- every label map records what produced it (:mod:`pipeline.inference.outputs`): a re-run skips the cases this
+  very model and these settings completed, redoes those another run made, and refuses files it did not write
+  and symbolic links; a job killed (even with SIGKILL) resumes where it stopped and removes only its own
+  temporary files;
+- a case that fails (unreadable, truncated, too large, wrong dimensionality, NaNs, empty) is reported with its
+  error and the job goes on; the exit status is non-zero when any case failed; a constant image gets a warning;
+- output names come from input names only (sanitised, ``<name>_seg<ending>``, NIfTI for DICOM folders), never
+  point outside the output folder, and the job's own outputs are never taken as inputs;
 - ``shard=(i, n)`` (or ``RANK``/``WORLD_SIZE`` under torchrun) takes every n-th case of the sorted list,
   so n processes on any number of machines cover every case exactly once.
 
 Reading and preprocessing of the next cases (``workers`` threads) and inverting and writing of finished ones
-overlap with the network's compute.
+overlap with the network's compute; at most ``workers`` predictions wait for the writer, so a fast GPU cannot
+pile probability maps up in memory.
 
 Example:
     >>> report = segment("ct.ts", "incoming/", "labels/", device="auto", level=3)      # doctest: +SKIP
@@ -25,10 +31,8 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,63 +43,19 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.data.discover import InputCase, find_cases
-from pipeline.errors import ImageReadError, PipelineError
+from pipeline.errors import DiskFullError, ImageReadError, PipelineError
 from pipeline.export.torchscript import load_torchscript
+from pipeline.inference.cases import output_names, parse_shard, select_shard, shard_from_env, without_own_outputs
+from pipeline.inference.outputs import OutputFolder, Provenance, file_sha256
 from pipeline.inference.predictor import Predictor
 from pipeline.inference.preprocess import Preprocessor
 from pipeline.inference.report import CaseResult, JobReport
-from pipeline.io import label_suffix_for, read_case, read_image, write_image
+from pipeline.io import read_case, read_image, write_image
+from pipeline.io.integrity import check_fits
 
 __all__ = ["output_names", "parse_shard", "shard_from_env", "select_shard", "segment"]
 
 logger = logging.getLogger(__name__)
-
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def output_names(inputs: list[str] | list[InputCase]) -> dict[str, str]:
-    """Input (path, or a case's :attr:`~pipeline.data.InputCase.source`) -> output file name:
-    ``<sanitised case id>_seg<ending of its first file>``; inputs sharing a stem get a short hash of their full
-    path appended. Names hold no path separators and do not start with a dot."""
-    from pipeline.data.datalist import case_id
-
-    cases = [c if isinstance(c, InputCase) else InputCase(case_id(Path(c.rstrip("/\\"))), (c,)) for c in inputs]
-    stems = {c.source: (_SAFE.sub("_", c.name).strip("._") or "image") for c in cases}
-    firsts = {c.source: c.paths[0] for c in cases}
-    counts: dict[str, int] = {}
-    for stem in stems.values():
-        counts[stem] = counts.get(stem, 0) + 1
-    names = {}
-    for source, stem in stems.items():
-        if counts[stem] > 1:
-            stem = f"{stem}_{hashlib.sha1(os.path.abspath(source).encode()).hexdigest()[:8]}"
-        names[source] = f"{stem}_seg{label_suffix_for(firsts[source])}"
-    return names
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``.
-
-    Raises:
-        ValueError: anything else, with the rule.
-    """
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
-    if not match or not 0 <= int(match[1]) < int(match[2]):
-        raise ValueError(f"shard must be i/n with 0 <= i < n (e.g. 0/4), got '{text}'")
-    return int(match[1]), int(match[2])
-
-
-def shard_from_env() -> tuple[int, int] | None:
-    """``(RANK, WORLD_SIZE)`` when started by torchrun (or any launcher setting both), else None."""
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return parse_shard(f"{os.environ['RANK']}/{os.environ['WORLD_SIZE']}")
-    return None
-
-
-def select_shard(items: list[str], shard: tuple[int, int]) -> list[str]:
-    """Every ``n``-th item of the sorted list, starting at ``i``: the shards partition the items."""
-    index, count = shard
-    return [p for k, p in enumerate(sorted(items)) if k % count == index]
 
 
 class _Case:
@@ -105,9 +65,11 @@ class _Case:
         self.volume = None
         self.image: torch.Tensor | None = None
         self.state = None
+        self.warning = ""
 
 
-def _check(volume, path: str, meta: dict) -> None:  # noqa: ANN001 - Volume
+def _check(volume, path: str, meta: dict) -> str:  # noqa: ANN001 - Volume
+    """Raise for an image the model cannot segment; return a warning for one it can but should not."""
     net = meta.get("network") or {}
     kind = meta.get("inference", {}).get("kind", "sliding_window")
     want = 3 if kind == "slice" else int(net.get("spatial_dims") or 3)
@@ -123,6 +85,10 @@ def _check(volume, path: str, meta: dict) -> None:  # noqa: ANN001 - Volume
         bad = int(np.count_nonzero(~np.isfinite(volume.array)))
         if bad:
             raise ImageReadError(path, f"the image holds {bad} NaN or infinite voxel(s)")
+    low, high = np.min(volume.array), np.max(volume.array)
+    if low == high:
+        return f"the image is constant (every voxel {low:g}): its label map says nothing about anatomy"
+    return ""
 
 
 def _volumes(labels: np.ndarray, spacing: tuple[float, ...], names: dict[str, str]) -> dict[str, float]:
@@ -132,23 +98,113 @@ def _volumes(labels: np.ndarray, spacing: tuple[float, ...], names: dict[str, st
             if str(k) != "0" and int(k) < len(counts)}
 
 
-def _remove_stale_parts(folder: Path, older_than_s: float = 300.0) -> None:
-    """Delete temporary files a killed job left behind (``.<name>.*.part*``); fresh ones may belong to a shard
-    that is writing right now, so only those untouched for ``older_than_s`` go."""
-    now = time.time()
-    for tmp in folder.glob(".*.part*"):
+class _Job:
+    """One run of :func:`segment` over this shard's cases (see the module docstring)."""
+
+    def __init__(self, predictor: Predictor, meta: dict, folder: OutputFolder, cases: dict[str, InputCase],
+                 names: dict[str, str], provenance: Provenance, overwrite: bool, workers: int) -> None:
+        self.predictor, self.meta, self.folder, self.cases, self.names = predictor, meta, folder, cases, names
+        self.provenance, self.overwrite, self.workers = provenance, overwrite, workers
+        self.preprocess = Preprocessor(meta)
+        self.labels = {str(k): str(v) for k, v in meta.get("labels", {}).items()}
+        self.disk_full: DiskFullError | None = None
+        self.write_queue_peak = 0
+
+    def prepare(self, path: str) -> _Case:
+        case = _Case(self.cases[path], self.folder.path / self.names[path])
+        state = self.folder.state(case.output.name, self.provenance, self.overwrite)
+        if state == "done":
+            return case
+        if case.input.error:
+            raise PipelineError(case.input.error)
+        case.volume = read_case(case.input.paths)
+        case.warning = _check(case.volume, path, self.meta)
+        case.image, case.state = self.preprocess(case.volume.array, case.volume.geometry.affine,
+                                                 spatial_dims=case.volume.geometry.ndim)
+        classes = max(2, len(self.labels))  # probabilities and the window weights, before they are allocated
+        check_fits(float(np.prod(case.image.shape[1:], dtype=np.float64)) * 4 * (classes + 1), path,
+                   f"predicting {classes} class probabilities on the {'x'.join(map(str, case.image.shape[1:]))} "
+                   "preprocessed grid")
+        return case
+
+    def finish(self, case: _Case, probs: torch.Tensor) -> CaseResult:
+        restored = self.preprocess.invert(probs[0], case.state)
+        labels_map = torch.argmax(restored, dim=0).to(torch.uint8).numpy()
+        if labels_map.shape != case.volume.geometry.shape:
+            raise PipelineError(f"internal error: prediction of shape {labels_map.shape} does not match the input "
+                                f"grid {case.volume.geometry.shape}")
+        if case.output.is_symlink():  # --overwrite: replace the link itself, never write through it
+            case.output.unlink()
+        write_image(labels_map, case.volume.geometry, case.output, notes=self.provenance.line)
+        if case.warning:
+            logger.warning("%s: %s", case.path, case.warning)
+        return CaseResult(case.name, case.path, str(case.output), "ok", round(time.time() - case.started, 2),
+                          volumes_ml=_volumes(labels_map, case.volume.geometry.spacing, self.labels),
+                          warning=case.warning)
+
+    def skipped(self, case: _Case) -> CaseResult:
+        existing = read_image(case.output)
+        return CaseResult(case.name, case.path, str(case.output), "skipped", 0.0,
+                          volumes_ml=_volumes(existing.array, existing.geometry.spacing, self.labels))
+
+    def failed(self, path: str, exc: Exception) -> CaseResult:
+        if isinstance(exc, DiskFullError):
+            self.disk_full = self.disk_full or exc
+        message = str(exc) if isinstance(exc, (PipelineError, OSError, ValueError)) else f"{type(exc).__name__}: {exc}"
+        logger.error("%s: %s", path, message)
+        return CaseResult(self.names[path].rsplit("_seg", 1)[0], path, "", "failed", 0.0, message)
+
+    def collect(self, path: str, future: Future) -> CaseResult:
         try:
-            if now - tmp.stat().st_mtime > older_than_s:
-                tmp.unlink()
-                logger.info("removed %s, left behind by an interrupted job", tmp.name)
-        except OSError:
-            pass
+            return future.result()
+        except Exception as exc:  # noqa: BLE001 - one bad case must not stop the job
+            return self.failed(path, exc)
+
+    def results(self, mine: list[str]) -> Iterator[CaseResult]:
+        """Results in order of completion; reads run ahead, writes behind (bounded); a full disk stops it."""
+        with ThreadPoolExecutor(max_workers=self.workers) as readers, ThreadPoolExecutor(max_workers=1) as writer:
+            pending = [(p, readers.submit(self.prepare, p)) for p in mine[: self.workers]]
+            queued = len(pending)
+            writes: list[tuple[str, Future]] = []
+            while pending and self.disk_full is None:
+                path, future = pending.pop(0)
+                if queued < len(mine):
+                    pending.append((mine[queued], readers.submit(self.prepare, mine[queued])))
+                    queued += 1
+                try:
+                    case = future.result()
+                    if case.image is None:
+                        yield self.skipped(case)
+                        continue
+                    probs = self.predictor(case.image)
+                    if self.workers == 1:
+                        yield self.finish(case, probs)
+                        continue
+                    while len(writes) >= self.workers:  # back-pressure: the writer is behind
+                        yield self.collect(*writes.pop(0))
+                    writes.append((path, writer.submit(self.finish, case, probs)))
+                    self.write_queue_peak = max(self.write_queue_peak, len(writes))
+                except Exception as exc:  # noqa: BLE001 - one bad case must not stop the job
+                    yield self.failed(path, exc)
+                while writes and writes[0][1].done():
+                    yield self.collect(*writes.pop(0))
+            for _, future in pending:
+                future.cancel()
+            for done_path, done in writes:
+                yield self.collect(done_path, done)
+
+
+def _find(input_path: str | os.PathLike, folder: OutputFolder, channels: int) -> dict[str, InputCase]:
+    cases = without_own_outputs(find_cases(input_path, channels=channels), input_path, folder.path)
+    if not cases:
+        raise PipelineError(f"no images found under '{input_path}' (NIfTI, NRRD, MHA/MHD files or DICOM series)")
+    return {c.source: c for c in cases}
 
 
 def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir: str | os.PathLike,
             device: str = "auto", level: int | None = None, tta: bool = False, overlap: float | None = None,
-            sw_batch_size: int = 1, workers: int = 2, precision: str = "auto", shard: tuple[int, int] | None = None, overwrite: bool = False,
-            progress: bool = True) -> JobReport:
+            sw_batch_size: int = 1, workers: int = 2, precision: str = "auto", shard: tuple[int, int] | None = None,
+            overwrite: bool = False, progress: bool = True) -> JobReport:
     """Segment every image under ``input_path`` with the exported ``model``; see the module docstring.
 
     Args:
@@ -161,20 +217,23 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
         tta: mirroring test-time augmentation. Defaults to False.
         overlap: sliding-window overlap; None keeps the exported one. Defaults to None.
         sw_batch_size: windows per forward pass. Defaults to 1.
-        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``; see :class:`Predictor`. Defaults to ``"auto"``.
         workers: threads reading/preprocessing ahead (and one writing behind when > 1). Defaults to 2.
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``; see :class:`Predictor`. Defaults to ``"auto"``.
         shard: ``(i, n)``; None uses RANK/WORLD_SIZE when set, else ``(0, 1)``. Defaults to None.
-        overwrite: redo cases whose output exists. Defaults to False.
+        overwrite: redo every case whose output exists, whoever wrote it. Defaults to False.
         progress: show a tqdm bar. Defaults to True.
 
     Returns:
         The :class:`JobReport` (also written to the output folder).
 
     Raises:
-        PipelineError: bad model file, input path, device or options (before any case runs).
+        PipelineError: bad output folder (checked first), model file, input path, device or options (before any
+            case runs).
+        DiskFullError: the output folder's file system filled up; the job stopped after recording it.
     """
     if int(workers) < 1:
         raise PipelineError(f"workers must be >= 1, got {workers}")
+    folder = OutputFolder(output_dir)
     shard = shard or shard_from_env() or (0, 1)
     if device == "auto" and torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"
@@ -182,104 +241,44 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
     try:
         predictor = Predictor(module, meta, device=device, level=level, overlap=overlap,
                               sw_batch_size=sw_batch_size, tta=tta, precision=precision)
+        provenance = Provenance(file_sha256(model), predictor.level, predictor.precision, bool(tta), predictor.overlap)
+        cases = _find(input_path, folder, int((meta.get("network") or {}).get("in_channels") or 1))
+        names = output_names(list(cases.values()))
+        job = _Job(predictor, meta, folder, cases, names, provenance, overwrite, int(workers))
     except ValueError as exc:
         raise PipelineError(str(exc)) from exc
-    channels = int((meta.get("network") or {}).get("in_channels") or 1)
-    cases = {c.source: c for c in find_cases(input_path, channels=channels)}
-    inputs = list(cases)
-    if not inputs:
-        raise PipelineError(f"no images found under '{input_path}' (NIfTI, NRRD, MHA/MHD files or DICOM series)")
-    names = output_names(list(cases.values()))
-    mine = select_shard(inputs, shard)
-    out_dir = Path(output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_parts(out_dir)
-    labels = {str(k): str(v) for k, v in meta.get("labels", {}).items()}
-    report = JobReport(str(model), str(out_dir), labels, shard, {
+    mine = select_shard(list(cases), shard)
+    report = JobReport(str(model), str(folder.path), job.labels, shard, {
         "device": str(predictor.device), "level": predictor.level, "overlap": predictor.overlap, "tta": tta,
-        "precision": predictor.precision,
-        "sw_batch_size": sw_batch_size, "workers": workers, "inputs": len(inputs), "this_shard": len(mine)})
-    try:
-        preprocess = Preprocessor(meta)
-    except ValueError as exc:
-        raise PipelineError(str(exc)) from exc
-    logger.info("segmenting %d of %d image(s) (shard %d/%d) on %s at level %d in %s", len(mine), len(inputs),
+        "precision": predictor.precision, "provenance": provenance.line, "model_sha256": provenance.model_sha256,
+        "sw_batch_size": sw_batch_size, "workers": workers, "inputs": len(cases), "this_shard": len(mine)})
+    folder.remove_own_temporaries([names[p] for p in mine] + [f"{report.stem}.json", f"{report.stem}.csv"])
+    logger.info("segmenting %d of %d image(s) (shard %d/%d) on %s at level %d in %s", len(mine), len(cases),
                 *shard, predictor.device, predictor.level, predictor.precision)
-
-    def prepare(path: str) -> _Case:
-        case = _Case(cases[path], out_dir / names[path])
-        if case.output.exists() and not overwrite:
-            return case
-        if case.input.error:
-            raise PipelineError(case.input.error)
-        case.volume = read_case(case.input.paths)
-        _check(case.volume, path, meta)
-        case.image, case.state = preprocess(case.volume.array, case.volume.geometry.affine,
-                                            spatial_dims=case.volume.geometry.ndim)
-        return case
-
-    def finish(case: _Case, probs: torch.Tensor) -> CaseResult:
-        restored = preprocess.invert(probs[0], case.state)
-        labels_map = torch.argmax(restored, dim=0).to(torch.uint8).numpy()
-        if labels_map.shape != case.volume.geometry.shape:
-            raise PipelineError(f"internal error: prediction of shape {labels_map.shape} does not match the input "
-                                f"grid {case.volume.geometry.shape}")
-        write_image(labels_map, case.volume.geometry, case.output)
-        return CaseResult(case.name, case.path, str(case.output), "ok", round(time.time() - case.started, 2),
-                          volumes_ml=_volumes(labels_map, case.volume.geometry.spacing, labels))
-
-    def skipped(case: _Case) -> CaseResult:
-        existing = read_image(case.output)
-        return CaseResult(case.name, case.path, str(case.output), "skipped", 0.0,
-                          volumes_ml=_volumes(existing.array, existing.geometry.spacing, labels))
-
-    def failed(path: str, exc: Exception) -> CaseResult:
-        message = str(exc) if isinstance(exc, (PipelineError, OSError, ValueError)) else f"{type(exc).__name__}: {exc}"
-        logger.error("%s: %s", path, message)
-        return CaseResult(names[path].rsplit("_seg", 1)[0], path, "", "failed", 0.0, message)
-
-    def collect(path: str, future: Future) -> CaseResult:
-        try:
-            return future.result()
-        except Exception as exc:  # noqa: BLE001 - one bad case must not stop the job
-            return failed(path, exc)
-
-    def results() -> Iterator[CaseResult]:
-        with ThreadPoolExecutor(max_workers=int(workers)) as readers, ThreadPoolExecutor(max_workers=1) as writer:
-            pending: list[tuple[str, Future]] = [(p, readers.submit(prepare, p)) for p in mine[: int(workers)]]
-            queued = len(pending)
-            writes: list[tuple[str, Future]] = []
-            while pending:
-                path, future = pending.pop(0)
-                if queued < len(mine):
-                    pending.append((mine[queued], readers.submit(prepare, mine[queued])))
-                    queued += 1
-                try:
-                    case = future.result()
-                    if case.image is None:
-                        yield skipped(case)
-                        continue
-                    probs = predictor(case.image)
-                    if int(workers) > 1:
-                        writes.append((path, writer.submit(finish, case, probs)))
-                    else:
-                        yield finish(case, probs)
-                except Exception as exc:  # noqa: BLE001 - one bad case must not stop the job
-                    yield failed(path, exc)
-                while writes and writes[0][1].done():
-                    yield collect(*writes.pop(0))
-            for done_path, done in writes:
-                yield collect(done_path, done)
-
-    bar = tqdm(total=len(mine), desc="segment", unit="case", disable=not progress)
-    for result in results():
-        report.add(result)
-        report.write()
-        bar.update(1)
-        bar.set_postfix(report.counts())
-    bar.close()
-    report.write()
-    counts = report.counts()
-    logger.info("done: %d segmented, %d already complete, %d failed; report in %s", counts["ok"], counts["skipped"],
-                counts["failed"], out_dir / f"{report.stem}.json")
+    _run(job, mine, report, progress)
     return report
+
+
+def _run(job: _Job, mine: list[str], report: JobReport, progress: bool) -> None:
+    bar = tqdm(total=len(mine), desc="segment", unit="case", disable=not progress)
+    try:
+        for result in job.results(mine):
+            report.add(result)
+            report.write()
+            bar.update(1)
+            bar.set_postfix(report.counts())
+    except DiskFullError as exc:  # the report itself could not be written
+        job.disk_full = job.disk_full or exc
+    finally:
+        bar.close()
+    report.settings["write_queue_peak"] = job.write_queue_peak
+    counts = report.counts()
+    if job.disk_full is not None:
+        try:
+            report.write()
+        except DiskFullError:
+            logger.error("the report could not be written either (the disk is full)")
+        raise job.disk_full
+    report.write()
+    logger.info("done: %d segmented, %d already complete, %d failed; report in %s", counts["ok"], counts["skipped"],
+                counts["failed"], job.folder.path / f"{report.stem}.json")

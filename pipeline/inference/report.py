@@ -34,6 +34,7 @@ class CaseResult:
         seconds: wall time spent on it.
         error: why it failed.
         volumes_ml: label name -> volume in millilitres.
+        warning: why its labels may be meaningless although it ran (e.g. a constant image).
     """
 
     case: str
@@ -43,6 +44,7 @@ class CaseResult:
     seconds: float = 0.0
     error: str = ""
     volumes_ml: dict[str, float] = field(default_factory=dict)
+    warning: str = ""
 
 
 @dataclass
@@ -88,10 +90,10 @@ class JobReport:
         names = [n for k, n in sorted(self.labels.items(), key=lambda kv: int(kv[0])) if str(k) != "0"]
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(["case", "status", "seconds", *[f"{n}_ml" for n in names], "input", "output", "error"])
+        writer.writerow(["case", "status", "seconds", *[f"{n}_ml" for n in names], "input", "output", "error", "warning"])
         for c in self.cases:
             writer.writerow([c.case, c.status, f"{c.seconds:.2f}", *[_ml(c.volumes_ml.get(n)) for n in names],
-                             c.input, c.output, c.error])
+                             c.input, c.output, c.error, c.warning])
         paths = (folder / f"{self.stem}.json", folder / f"{self.stem}.csv")
         for path, text in zip(paths, (json.dumps(self.to_dict(), indent=1) + "\n", buffer.getvalue())):
             write_text_atomic(path, text)

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from nibabel.orientations import axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 
+from pipeline.io.integrity import check_fits
 from pipeline.transforms.foreground import ForegroundThreshold
 from pipeline.transforms.intensity import apply_scheme, check_schemes, normalize_channels
 
@@ -127,6 +128,10 @@ def resample_axes(x: Array, ratios: list[float], out_shape: list[int]) -> Array:
                          align_corners=True)[0]
 
 
+def _mm(spacing: np.ndarray) -> str:
+    return "x".join(f"{v:.3g}" for v in spacing)
+
+
 class Resample(Step):
     """Resample to ``pixdim`` mm (``Spacingd``, linear for the image)."""
 
@@ -146,6 +151,10 @@ class Resample(Step):
         shape_in = list(x.shape[1:])
         shape_out = [int(np.round((n - 1) * si / so + 1.0)) for n, si, so in zip(shape_in, spacing_in, spacing_out)]
         ratios = (spacing_out / spacing_in).tolist()
+        # the resampled channels and the sampling grid (one coordinate per axis), before they are allocated
+        check_fits(float(np.prod(shape_out, dtype=np.float64)) * 4 * (x.shape[0] + dims), None,
+                   f"resampling the {'x'.join(map(str, shape_in))} grid at {_mm(spacing_in)} mm to "
+                   f"{_mm(spacing_out)} mm (a {'x'.join(map(str, shape_out))} grid)")
         new_affine = affine.copy()
         new_affine[:3, :dims] = affine[:3, :dims] / spacing_in * spacing_out
         return resample_axes(x, ratios, shape_out), new_affine, (shape_in, ratios)

@@ -15,7 +15,7 @@ from pipeline.io.reader import (
     read_header,
     read_image,
 )
-from pipeline.io.writer import label_suffix_for, write_image
+from pipeline.io.writer import label_suffix_for, read_notes, write_image
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -31,5 +31,6 @@ __all__ = [
     "read_case",
     "read_header",
     "read_image",
+    "read_notes",
     "write_image",
 ]

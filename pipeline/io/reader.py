@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ import SimpleITK as sitk
 
 from pipeline.errors import ImageReadError
 from pipeline.io.geometry import Geometry
+from pipeline.io.integrity import check_complete, check_fits
 
 __all__ = ["IMAGE_SUFFIXES", "Volume", "ImageHeader", "image_suffix", "is_image_file", "is_dicom_series",
            "read_header", "read_image", "read_case"]
@@ -56,6 +58,13 @@ class ImageHeader:
     geometry: Geometry
     pixel_type: str
     components: int = 1
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the voxels take in memory as stored (8 per value where the type names no bit width)."""
+        bits = re.search(r"(\d+)-bit", self.pixel_type)
+        per_value = int(bits[1]) // 8 if bits else 8
+        return int(np.prod(self.geometry.shape, dtype=np.int64)) * self.components * per_value
 
 
 @dataclass
@@ -108,6 +117,12 @@ def _short(exc: Exception) -> str:
     for ln in lines:
         if "Description:" in ln:
             return ln.split("Description:", 1)[1].strip()
+    for ln in lines:
+        if ln.startswith("sitk::ERROR:"):
+            reason = ln.split(":", 3)[-1].strip()
+            if reason.startswith("Unable to determine ImageIO reader"):  # ITK's words for unrecognised content
+                return "no image reader recognises its content (damaged, truncated, or not an image of this format)"
+            return reason
     for ln in lines:
         if not ln.startswith(("Exception thrown", "sitk::ERROR", "/")) and "itk::" not in ln[:12]:
             return ln
@@ -196,10 +211,9 @@ def _read_sitk(path: Path) -> sitk.Image:
     return image
 
 
-def _read_float_nifti(path: Path) -> Volume | None:
+def _read_float_nifti(path: Path, header: ImageHeader) -> Volume | None:
     """Floating-point NIfTI voxels through nibabel, geometry through ITK: ITK's NIfTI reader turns NaN into 0,
     which would hide corrupt images from the checks downstream. None for non-float or vector-pixel files."""
-    header = read_header(path)
     if "float" not in header.pixel_type or "vector" in header.pixel_type:
         return None
     import nibabel as nib
@@ -228,13 +242,19 @@ def read_image(path: str | os.PathLike, dtype: np.dtype | str | None = None) -> 
         A :class:`Volume`, array in index order (x, y[, z]), channels last for a 4D file.
 
     Raises:
-        ImageReadError: missing, unsupported format, unreadable (the reader's message is kept), several DICOM
-            series in one folder, or not 2D/3D (3D plus channels for a 4D file).
+        ImageReadError: missing, unsupported format, unreadable (the reader's message is kept), truncated (data
+            shorter than the header declares), too large for the memory available, several DICOM series in one
+            folder, or not 2D/3D (3D plus channels for a 4D file).
     """
     p = Path(path)
     _check_readable(p)
+    if p.is_file():  # before any voxel: a header declaring a huge grid, data shorter than declared
+        header = read_header(p)
+        size = "x".join(map(str, header.geometry.shape))
+        check_fits(header.nbytes, p, f"reading the image ({size}, {header.pixel_type})")
+        check_complete(p)
     if image_suffix(p) in (".nii", ".nii.gz"):
-        nan_safe = _read_float_nifti(p)
+        nan_safe = _read_float_nifti(p, header)
         if nan_safe is not None:
             return nan_safe if dtype is None else Volume(nan_safe.array.astype(dtype, copy=False),
                                                          nan_safe.geometry, nan_safe.path)

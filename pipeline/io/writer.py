@@ -19,17 +19,22 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from pipeline.errors import ImageWriteError
-from pipeline.io.atomic import atomic_path
+from pipeline.errors import DiskFullError, ImageReadError, ImageWriteError
+from pipeline.io.atomic import atomic_path, free_bytes
 from pipeline.io.geometry import Geometry
+from pipeline.io.integrity import check_complete
 from pipeline.io.reader import IMAGE_SUFFIXES, image_suffix
 
-__all__ = ["write_image", "label_suffix_for"]
+__all__ = ["write_image", "label_suffix_for", "read_notes"]
 
 logger = logging.getLogger(__name__)
 
 # Endings ITK compresses with useCompression (NIfTI is compressed by its .gz ending alone).
 _COMPRESSIBLE = (".nrrd", ".mha", ".nii.gz")
+# ITK's key for a free-text header line: NIfTI descrip, a NRRD/MetaImage field
+_NOTES = "ITK_FileNotes"
+# a write that reads back wrong on a file system with less free space than this ran out of space
+_FULL_BELOW = 1 << 20
 
 
 def label_suffix_for(input_path: str | os.PathLike) -> str:
@@ -47,9 +52,34 @@ def label_suffix_for(input_path: str | os.PathLike) -> str:
     return {"": ".nii.gz", ".mhd": ".mha", ".nhdr": ".nrrd"}.get(suffix, suffix)
 
 
+def _same(read: np.ndarray, written: np.ndarray) -> bool:
+    if read.dtype.kind != "f":
+        return np.array_equal(read, written)
+    # ITK's NIfTI reader gives NaN back as 0; the writer stored it as NaN
+    return np.array_equal(np.nan_to_num(read, nan=0.0), np.nan_to_num(written, nan=0.0))
+
+
+def _verify(tmp: Path, image: sitk.Image, dest: Path) -> None:
+    """Read the written file back (ITK reports a short write on stderr only, and zero-fills a short read)."""
+    try:
+        check_complete(tmp)
+        back = sitk.ReadImage(str(tmp))
+        same = _same(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(image))
+    except (ImageReadError, RuntimeError) as exc:
+        same, why = False, str(exc).strip().splitlines()[-1]
+    else:
+        why = "its voxels read back different"
+    if not same:
+        free = free_bytes(tmp.parent)
+        if free is not None and free < _FULL_BELOW:
+            raise DiskFullError(dest, free)
+        raise ImageWriteError(dest, f"the file written is incomplete or damaged: {why}")
+
+
 def write_image(array: np.ndarray, geometry: Geometry, path: str | os.PathLike,
-                dtype: np.dtype | str | None = None, compress: bool = True) -> Path:
-    """Write ``array`` (index order x, y[, z]) on ``geometry``'s grid to ``path``, atomically.
+                dtype: np.dtype | str | None = None, compress: bool = True, notes: str | None = None) -> Path:
+    """Write ``array`` (index order x, y[, z]) on ``geometry``'s grid to ``path``, atomically; the file is read
+    back and synced to the disk before it gets its final name.
 
     Args:
         array: voxels, shape ``geometry.shape``.
@@ -57,11 +87,14 @@ def write_image(array: np.ndarray, geometry: Geometry, path: str | os.PathLike,
         path: destination; its ending picks the format (``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``).
         dtype: cast to this dtype first. Defaults to None (keep ``array``'s).
         compress: compress where the format allows. Defaults to True.
+        notes: a line stored in the header (NIfTI ``descrip``, 80 characters at most; NRRD/MHA
+            ``ITK_FileNotes``); :func:`read_notes` gives it back. Defaults to None.
 
     Returns:
         The path written.
 
     Raises:
+        DiskFullError: the file system is full (no file is left under either name).
         ImageWriteError: unsupported ending, array shape differs from the grid, or the write fails.
     """
     dest = Path(path)
@@ -80,10 +113,30 @@ def write_image(array: np.ndarray, geometry: Geometry, path: str | os.PathLike,
     order = tuple(reversed(range(spatial))) + tuple(range(spatial, arr.ndim))
     image = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(order)), isVector=arr.ndim > spatial)
     geometry.apply_to(image)
+    if notes is not None:
+        image.SetMetaData(_NOTES, notes[:80])
     try:
         with atomic_path(dest, suffix) as tmp:
             sitk.WriteImage(image, str(tmp), useCompression=compress and suffix in _COMPRESSIBLE)
+            _verify(tmp, image, dest)
+    except ImageWriteError:
+        raise
     except (RuntimeError, OSError) as exc:
+        free = free_bytes(dest.parent) if dest.parent.is_dir() else None
+        if free is not None and free < _FULL_BELOW:  # ITK's NRRD/MHA writers fail with their own words for it
+            raise DiskFullError(dest, free) from exc
         raise ImageWriteError(dest, str(exc).strip().splitlines()[-1]) from exc
     logger.debug("wrote %s (%s, %s)", dest, arr.dtype, geometry.describe())
     return dest
+
+
+def read_notes(path: str | os.PathLike) -> str | None:
+    """The ``notes`` line :func:`write_image` stored in a file's header (None when there is none, or the file
+    cannot be read)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    return reader.GetMetaData(_NOTES) if reader.HasMetaDataKey(_NOTES) else None

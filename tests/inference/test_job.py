@@ -55,7 +55,7 @@ def test_mixed_folder_bad_cases_reported_and_outputs_on_input_grids(tmp_path, ct
     assert saved["counts"] == {"ok": 4, "skipped": 0, "failed": 3}
     assert saved["settings"]["precision"] == ("bf16" if native_bf16() else "fp32")  # --precision auto on a CPU
     header = (tmp_path / "out/report.csv").read_text().splitlines()[0]
-    assert header == "case,status,seconds,liver_ml,kidney_ml,input,output,error"
+    assert header == "case,status,seconds,liver_ml,kidney_ml,input,output,error,warning"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
         ["a_seg.nii.gz", "b_lps_seg.nii.gz", "c_seg.nrrd", "d_seg.mha", "report.json", "report.csv"])
 

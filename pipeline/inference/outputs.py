@@ -1,0 +1,148 @@
+"""The batch job's output folder: checked before the model loads, its own leftovers only removed, and every label
+map marked with what produced it.
+
+A re-run must not trust a file because its name matches. Each label map carries a provenance line in its header
+(NIfTI ``descrip``, NRRD/MHA ``ITK_FileNotes``): ``pipeline segment <hash>``, the hash of the model file's
+SHA-256, the level, precision, TTA and overlap. For an existing output the job then
+
+- skips it when the line matches this run (the case is complete);
+- redoes it when the line is this job's but another run's (another model, level, precision, TTA or overlap);
+- refuses it (one line, the case fails) when it has no such line, i.e. somebody else's file, or when the name
+  is a symbolic link, which is never followed; ``--overwrite`` replaces both (the link itself, not its target).
+
+Example:
+    >>> folder = OutputFolder("labels/")                                          # doctest: +SKIP
+    >>> folder.remove_own_temporaries(["a_seg.nii.gz"])                           # doctest: +SKIP
+    >>> folder.state("a_seg.nii.gz", Provenance("3f2a...", 2, "fp32", False, 0.5))   # doctest: +SKIP
+    'done'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pipeline.errors import PipelineError
+from pipeline.io import read_notes
+from pipeline.io.atomic import temporary_pattern
+
+__all__ = ["OutputFolder", "Provenance", "file_sha256", "PROVENANCE_PREFIX"]
+
+logger = logging.getLogger(__name__)
+
+#: start of the provenance line in every label map the job writes
+PROVENANCE_PREFIX = "pipeline segment "
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What decides a label map's voxels.
+
+    Args:
+        model_sha256: the exported model file's SHA-256.
+        level: UNet++ inference level.
+        precision: ``fp32``, ``bf16`` or ``fp16``.
+        tta: mirroring test-time augmentation.
+        overlap: sliding-window overlap.
+    """
+
+    model_sha256: str
+    level: int
+    precision: str
+    tta: bool
+    overlap: float
+
+    @property
+    def line(self) -> str:
+        """``pipeline segment <16 hex digits>`` (fits NIfTI's 80-character ``descrip``)."""
+        text = json.dumps({**asdict(self), "overlap": round(float(self.overlap), 6)}, sort_keys=True)
+        return PROVENANCE_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        return (f"model {self.model_sha256[:12]}, level {self.level}, {self.precision}, TTA "
+                f"{'on' if self.tta else 'off'}, overlap {self.overlap:g}")
+
+
+class OutputFolder:
+    """The folder a batch job writes to.
+
+    Args:
+        path: the folder; created if missing.
+
+    Raises:
+        PipelineError: the path is a file, cannot be created, or cannot be written (one line naming it).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise PipelineError(f"--output must be a folder, got '{self.path}', which is a file")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.path, prefix=".write-test-"):
+                pass
+        except OSError as exc:
+            raise PipelineError(f"--output must be a folder this job can write to, got '{self.path}' "
+                                f"({exc.strerror or exc})") from None
+
+    def contains(self, path: str | os.PathLike) -> bool:
+        """True when ``path`` lies inside this folder (the folder itself included)."""
+        here, there = self.path.resolve(), Path(path).resolve()
+        return there == here or here in there.parents
+
+    def remove_own_temporaries(self, names: Iterable[str]) -> list[str]:
+        """Delete the temporary files that a killed run of this job left for ``names`` (its outputs and reports);
+        nothing else, whatever its name or age."""
+        patterns = [temporary_pattern(n) for n in names]
+        removed = []
+        for entry in self.path.iterdir():
+            if entry.name.startswith(".") and any(p.match(entry.name) for p in patterns) and entry.is_file():
+                try:
+                    entry.unlink()
+                    removed.append(entry.name)
+                except OSError as exc:
+                    logger.warning("could not remove %s, left by an interrupted run: %s", entry, exc)
+        if removed:
+            logger.info("removed %d temporary file(s) left by an interrupted run", len(removed))
+        return removed
+
+    def state(self, name: str, provenance: Provenance, overwrite: bool = False) -> str:
+        """``missing``, ``done`` (made by this very run's settings) or ``redo`` for output ``name``.
+
+        Raises:
+            PipelineError: (without ``overwrite``) the name is a symbolic link, or a file this job did not write.
+        """
+        path = self.path / name
+        if path.is_symlink():
+            if overwrite:
+                return "redo"
+            raise PipelineError(f"{path} is a symbolic link; outputs are never written through links: remove it or "
+                                "pass --overwrite to replace the link")
+        if not path.exists():
+            return "missing"
+        if overwrite:
+            return "redo"
+        notes = read_notes(path) if path.is_file() else None
+        if notes == provenance.line:
+            return "done"
+        if notes and notes.startswith(PROVENANCE_PREFIX):
+            logger.info("%s was made by another run (model, level, precision, TTA or overlap differ); redoing it "
+                        "with %s", path.name, provenance.describe())
+            return "redo"
+        raise PipelineError(f"{path} exists and was not written by this job (no provenance line in its header); "
+                            "move it away or pass --overwrite")

@@ -1,0 +1,131 @@
+"""Is an image file what its header says, and will it fit in memory? Checked before any voxel is read.
+
+Two ways a file lies, both seen with real tools:
+
+- truncated data: ITK's NIfTI reader fills whatever a cut-off ``.nii``/``.nii.gz`` lacks with zeros and
+  returns normally, so a half-copied scan (or a label map from a full disk) looks intact. :func:`check_complete`
+  compares the data the header declares with the data present: the file size for ``.nii``, the gzip trailer
+  (then, if that disagrees, the decompressed length) for ``.nii.gz``.
+- a header that declares a huge grid (``4000^3``), or a grid that resampling would make huge (100 mm slices
+  resampled to 1 mm): :func:`check_fits` compares the bytes needed with the memory available, so the job names the
+  file and the size instead of allocating gigabytes first.
+
+Example:
+    >>> check_fits(2**20, "scan.nii.gz", "reading the image")     # 1 MiB fits
+    >>> check_complete("scan.nii.gz")                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import ImageReadError, PipelineError
+
+__all__ = ["available_memory", "check_complete", "check_fits", "format_bytes", "MEMORY_SHARE"]
+
+#: share of the available memory one image (or one resampled image) may take
+MEMORY_SHARE = 0.5
+
+
+def format_bytes(n: float) -> str:
+    """``1536`` -> ``'1.5 KiB'``."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
+        value /= 1024
+    return f"{value:.1f} TiB"  # pragma: no cover - the loop returns
+
+
+def available_memory() -> int:
+    """Bytes the kernel reports available (``MemAvailable``), else the physical memory."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def check_fits(nbytes: float, path: str | os.PathLike | None, what: str, available: int | None = None) -> None:
+    """Raise when ``nbytes`` exceed :data:`MEMORY_SHARE` of the available memory.
+
+    Args:
+        nbytes: the memory the next step needs.
+        path: the image it is for (named in the message), or None where the caller names it.
+        what: the step, e.g. ``"reading the image (4000x4000x4000, 16-bit signed integer)"``.
+        available: bytes available. Defaults to None (:func:`available_memory`).
+
+    Raises:
+        ImageReadError: (with ``path``) or PipelineError: one line with the size needed and the memory available.
+    """
+    free = available_memory() if available is None else int(available)
+    if nbytes > MEMORY_SHARE * free:
+        reason = (f"{what} needs {format_bytes(nbytes)} of memory, more than {MEMORY_SHARE:.0%} of the "
+                  f"{format_bytes(free)} available")
+        raise ImageReadError(path, reason) if path is not None else PipelineError(reason)
+
+
+def _declared(path: Path) -> int | None:
+    """Bytes of header + data a NIfTI header declares (None when nibabel cannot parse the header: the reader
+    then reports the file itself)."""
+    import nibabel as nib
+
+    try:
+        proxy = nib.load(str(path)).dataobj  # the file's own offset (the loaded header's copy may reset it)
+        return int(proxy.offset) + int(np.prod(proxy.shape, dtype=np.int64)) * np.dtype(proxy.dtype).itemsize
+    except Exception:  # noqa: BLE001 - nibabel raises many types for damaged headers
+        return None
+
+
+def _gzip_length(path: Path) -> int:
+    """Decompressed length of a gzip file; raises ``EOFError``/``OSError``/``zlib.error`` when it is cut off."""
+    total = 0
+    with gzip.open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            total += len(chunk)
+    return total
+
+
+def check_complete(path: str | os.PathLike) -> None:
+    """Raise when a NIfTI file holds less data than its header declares (other formats: nothing to check here,
+    their readers fail on short data).
+
+    Args:
+        path: the image file.
+
+    Raises:
+        ImageReadError: the file is shorter than its header says, or its compressed stream is cut off.
+    """
+    p = Path(path)
+    name = p.name.lower()
+    if not name.endswith((".nii", ".nii.gz")) or not p.is_file():
+        return
+    declared = _declared(p)
+    if declared is None:
+        return
+    if name.endswith(".nii"):
+        size = p.stat().st_size
+        if size < declared:
+            raise ImageReadError(p, f"the file is truncated: the header declares {declared} bytes of header and "
+                                 f"data, the file holds {size}")
+        return
+    if p.stat().st_size >= 18:  # the gzip trailer holds the decompressed length mod 2^32
+        with open(p, "rb") as handle:
+            handle.seek(-4, os.SEEK_END)
+            if int.from_bytes(handle.read(4), "little") == declared % 2**32:
+                return
+    try:
+        length = _gzip_length(p)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise ImageReadError(p, f"the file is truncated or damaged: its compressed data ends early ({exc})") from exc
+    if length < declared:
+        raise ImageReadError(p, f"the file is truncated: the header declares {declared} bytes of header and data, "
+                             f"the file holds {length} after decompression")

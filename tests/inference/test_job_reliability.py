@@ -1,0 +1,125 @@
+"""What the batch job does off the happy path: re-runs after other settings, foreign files and links, its own
+outputs under the inputs, constant images, a full disk, a fast predictor, a bad output folder."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from pipeline.errors import DiskFullError
+from pipeline.inference import segment
+from pipeline.io import read_image, read_notes, write_image
+
+
+def _inputs(root, mri_dataset, copies=1):
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(2):
+        for j in range(copies):
+            shutil.copy(mri_dataset / f"imagesTr/mri_00{i}.nii.gz", root / f"case{i}_{j}.nii.gz")
+    return root
+
+
+def _run(model, inputs, out, **kwargs):
+    return segment(model, inputs, out, device="cpu", progress=False, precision="fp32", **kwargs)
+
+
+def test_a_rerun_redoes_other_settings_and_refuses_foreign_files_and_links(tmp_path, mri_dataset, exported):
+    model, inputs, out = exported["unetpp_mri_segmentation"], _inputs(tmp_path / "in", mri_dataset), tmp_path / "out"
+    first = _run(model, inputs, out)
+    assert first.counts() == {"ok": 2, "skipped": 0, "failed": 0}
+    line = first.settings["provenance"]
+    assert read_notes(out / "case0_0_seg.nii.gz") == line and line.startswith("pipeline segment ")
+    assert _run(model, inputs, out).counts() == {"ok": 0, "skipped": 2, "failed": 0}
+    for changed in ({"level": 1}, {"tta": True}, {"overlap": 0.25}):
+        report = _run(model, inputs, out, **changed)
+        assert report.counts() == {"ok": 2, "skipped": 0, "failed": 0}, changed
+        assert read_notes(out / "case0_0_seg.nii.gz") == report.settings["provenance"] != line
+    other_model = tmp_path / "copy.ts"
+    shutil.copy(model, other_model)
+    assert _run(other_model, inputs, out, overlap=0.25).counts()["skipped"] == 2, "same bytes, same model"
+    with open(other_model, "ab") as handle:
+        handle.write(b"\0")  # another file: another hash (TorchScript's zip ignores trailing bytes)
+    assert _run(other_model, inputs, out, overlap=0.25).counts()["ok"] == 2
+    assert _run(model, inputs, out).counts()["ok"] == 2
+    foreign = read_image(out / "case0_0_seg.nii.gz")
+    write_image(np.zeros_like(foreign.array), foreign.geometry, out / "case0_0_seg.nii.gz")  # not the job's
+    (out / "case1_0_seg.nii.gz").unlink()
+    (out / "case1_0_seg.nii.gz").symlink_to(out / "case0_0_seg.nii.gz")
+    report = _run(model, inputs, out)
+    errors = {c.case: c.error for c in report.cases}
+    assert report.counts() == {"ok": 0, "skipped": 0, "failed": 2}
+    assert "case0_0_seg.nii.gz exists and was not written by this job" in errors["case0_0"]
+    assert "case1_0_seg.nii.gz is a symbolic link" in errors["case1_0"]
+    assert _run(model, inputs, out, overwrite=True).counts() == {"ok": 2, "skipped": 0, "failed": 0}
+    assert not (out / "case1_0_seg.nii.gz").is_symlink(), "the link itself was replaced"
+    assert read_image(out / "case0_0_seg.nii.gz").array.any(), "the foreign file was replaced by a real result"
+
+
+@pytest.mark.parametrize("where", ["inside", "same"])
+def test_the_jobs_own_outputs_are_never_inputs(tmp_path, mri_dataset, exported, where):
+    inputs = _inputs(tmp_path / "in", mri_dataset)
+    out = inputs / "labels" if where == "inside" else inputs
+    for _ in range(3):
+        report = _run(exported["unetpp_mri_segmentation"], inputs, out)
+        assert sorted(c.case for c in report.cases) == ["case0_0", "case1_0"]
+    assert report.counts() == {"ok": 0, "skipped": 2, "failed": 0}
+    assert not list(out.glob("*_seg_seg*"))
+
+
+def test_a_constant_image_is_segmented_with_a_warning(tmp_path, mri_dataset, exported):
+    vol = read_image(mri_dataset / "imagesTr/mri_000.nii.gz")
+    write_image(np.zeros_like(vol.array), vol.geometry, tmp_path / "zeros.nii.gz")
+    report = _run(exported["unetpp_mri_segmentation"], tmp_path / "zeros.nii.gz", tmp_path / "out")
+    (case,) = report.cases
+    assert case.status == "ok" and "the image is constant (every voxel 0)" in case.warning
+    assert "the image is constant" in (tmp_path / "out/report.csv").read_text()
+
+
+def test_a_fast_predictor_waits_for_the_writer(tmp_path, mri_dataset, exported, monkeypatch):
+    import torch
+
+    import pipeline.inference.job as job
+
+    inputs = _inputs(tmp_path / "in", mri_dataset, copies=6)
+    monkeypatch.setattr(job.Predictor, "__call__", lambda self, image: torch.rand(1, 3, *image.shape[1:]))
+    real_write = job.write_image
+
+    def slow_write(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        time.sleep(0.2)
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(job, "write_image", slow_write)
+    report = _run(exported["unetpp_mri_segmentation"], inputs, tmp_path / "out", workers=2)
+    assert report.counts()["ok"] == 12
+    assert 1 <= report.settings["write_queue_peak"] <= 2, "at most `workers` predictions wait for the writer"
+
+
+def test_a_full_disk_stops_the_job_and_a_rerun_completes_it(small_disk, mri_dataset, exported):
+    inputs = _inputs(small_disk.path.parent / "in", mri_dataset, copies=5)
+    filler = small_disk.path / "filler.bin"
+    with open(filler, "wb") as handle:  # leave room for about two label maps and the reports
+        handle.write(b"\0" * (256 * 1024 - 16 * 1024))
+    with pytest.raises(DiskFullError, match="no space left on the device"):
+        _run(exported["unetpp_mri_segmentation"], inputs, small_disk.path, workers=1)
+    outputs = sorted(small_disk.path.glob("*_seg.nii.gz"))
+    assert len(outputs) < 10 and not list(small_disk.path.glob(".*part*")), small_disk.kind
+    for path in outputs:  # what has a final name is complete
+        assert read_image(path).array.shape == (32, 36, 32) and read_notes(path).startswith("pipeline segment")
+    filler.unlink()
+    report = _run(exported["unetpp_mri_segmentation"], inputs, small_disk.path, workers=1)
+    assert report.counts() == {"ok": 10 - len(outputs), "skipped": len(outputs), "failed": 0}
+
+
+def test_a_bad_output_folder_is_one_line_before_the_model_loads(tmp_path):
+    (tmp_path / "file").write_text("x")
+    for out in (tmp_path / "file", tmp_path / "file" / "sub"):
+        proc = subprocess.run([sys.executable, "-m", "pipeline", "segment", "--model", str(tmp_path / "none.ts"),
+                               "--input", str(tmp_path), "--output", str(out)], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.stderr.startswith("pipeline segment: error: --output must be a folder"), proc.stderr

@@ -1,0 +1,70 @@
+"""The output folder: checked first, only the job's own temporaries removed, provenance decides skip/redo/refuse."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.inference import OutputFolder, Provenance
+from pipeline.io import Geometry, write_image
+
+GEOM = Geometry((6, 5, 4), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+RUN = Provenance("ab" * 32, 2, "fp32", False, 0.5)
+
+
+def test_the_folder_must_be_a_writable_folder(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(PipelineError, match=r"--output must be a folder, got '.*file', which is a file"):
+        OutputFolder(tmp_path / "file")
+    with pytest.raises(PipelineError, match=r"--output must be a folder this job can write to, got '.*file/sub'"):
+        OutputFolder(tmp_path / "file" / "sub")
+    import tempfile
+
+    def read_only(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - root ignores permission bits, so emulate EROFS
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
+    with pytest.raises(PipelineError, match=r"can write to, got '.*ro' \(Read-only file system\)"):
+        OutputFolder(tmp_path / "ro")
+
+
+def test_only_the_jobs_own_temporaries_are_removed(tmp_path):
+    folder = OutputFolder(tmp_path)
+    own = [".a_seg.nii.gz.k2j4h5g6.part.nii.gz", ".report.json.abcdEF12.part", ".b_seg.nrrd.zz_xx_yy.part.nrrd"]
+    foreign = [".thesis.partial.docx", ".c_seg.nii.gz.k2j4h5g6.part.nii.gz", ".a_seg.nii.gz.partial", "a_seg.nii.gz"]
+    for name in own + foreign:
+        (tmp_path / name).write_bytes(b"")
+        os.utime(tmp_path / name, (time.time() - 3600,) * 2)
+    removed = folder.remove_own_temporaries(["a_seg.nii.gz", "b_seg.nrrd", "report.json"])
+    assert sorted(removed) == sorted(own), "fresh or old, the job's own leftovers go at start"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(foreign), "a user's files stay, whatever their name"
+
+
+def test_provenance_decides_skip_redo_or_refuse(tmp_path):
+    folder = OutputFolder(tmp_path)
+    labels = np.zeros(GEOM.shape, np.uint8)
+    assert folder.state("a_seg.nii.gz", RUN) == "missing"
+    write_image(labels, GEOM, tmp_path / "a_seg.nii.gz", notes=RUN.line)
+    assert folder.state("a_seg.nii.gz", RUN) == "done"
+    for other in (Provenance("cd" * 32, 2, "fp32", False, 0.5), Provenance("ab" * 32, 4, "fp32", False, 0.5),
+                  Provenance("ab" * 32, 2, "bf16", False, 0.5), Provenance("ab" * 32, 2, "fp32", True, 0.5),
+                  Provenance("ab" * 32, 2, "fp32", False, 0.25)):
+        assert other.line != RUN.line and folder.state("a_seg.nii.gz", other) == "redo", other
+    write_image(labels, GEOM, tmp_path / "b_seg.nii.gz")  # somebody else's file under a result name
+    with pytest.raises(PipelineError, match=r"b_seg.nii.gz exists and was not written by this job"):
+        folder.state("b_seg.nii.gz", RUN)
+    assert folder.state("b_seg.nii.gz", RUN, overwrite=True) == "redo"
+
+
+def test_links_at_result_names_are_never_followed(tmp_path):
+    folder = OutputFolder(tmp_path / "out")
+    target = tmp_path / "elsewhere.nii.gz"
+    write_image(np.ones(GEOM.shape, np.uint8), GEOM, target, notes=RUN.line)  # even a matching file behind it
+    (tmp_path / "out" / "a_seg.nii.gz").symlink_to(target)
+    with pytest.raises(PipelineError, match=r"a_seg.nii.gz is a symbolic link; outputs are never written through"):
+        folder.state("a_seg.nii.gz", RUN)
+    assert folder.state("a_seg.nii.gz", RUN, overwrite=True) == "redo"
