@@ -43,6 +43,17 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+class _Once(argparse.Action):
+    """An option that may be given once: a second value is an error, not a silent replacement of the first."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        previous = getattr(namespace, self.dest, None)
+        if previous is not None and previous != self.default:
+            parser.error(f"argument {option_string}: may be given once, got '{previous}' and '{values}'")
+        setattr(namespace, self.dest, values)
+
+
 def _int_at_least(low: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -104,12 +115,13 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from pipeline.data import DatasetValidationError, validate_datalist
+    from pipeline.data import validate_datalist
+    from pipeline.errors import DatasetError
 
-    datalist = _load(args)
-    try:
+    try:  # an unreadable listing, an empty dataset or a broken rule: all are the dataset's problems, status 1
+        datalist = _load(args)
         reports = validate_datalist(datalist)
-    except DatasetValidationError as exc:
+    except DatasetError as exc:
         sys.stderr.write(f"{exc}\n")
         return 1
     print(f"{datalist.source}: {len(reports)} cases, no problems")
@@ -147,12 +159,21 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _bundle_dir(name: str) -> Path:
+    """A shipped bundle's name means the shipped bundle, even where the current folder holds a folder of that name
+    (its config expressions would run); a path (with a separator) means that folder. Says which one is used."""
     path = Path(name)
-    if (path / "configs").is_dir():
-        return path
     shipped = Path(__file__).resolve().parent.parent / "bundles" / name
-    if (shipped / "configs").is_dir():
+    bare = os.sep not in name and "/" not in name and name not in (".", "..")
+    if bare and (shipped / "configs").is_dir():
+        if (path / "configs").is_dir():
+            logger.warning("--bundle %s: using the shipped bundle %s, not the folder ./%s (pass ./%s for that one)",
+                           name, shipped, name, name)
+        else:
+            logger.info("--bundle %s: using %s", name, shipped)
         return shipped
+    if (path / "configs").is_dir():
+        logger.info("--bundle %s: using the folder %s", name, path.resolve())
+        return path
     raise PipelineError(f"--bundle must be a bundle folder (holding configs/) or a bundle name under bundles/, "
                         f"got '{name}'")
 
@@ -289,9 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("segment", help="segment images with an exported model; exit 1 when a case failed")
-    p.add_argument("--model", required=True, help="TorchScript file from `pipeline export`")
-    p.add_argument("--input", required=True, help="image file, DICOM folder, folder (recursive) or CSV list")
-    p.add_argument("--output", required=True, help="output folder (label maps, report.json, report.csv)")
+    p.add_argument("--model", required=True, action=_Once, help="TorchScript file from `pipeline export`")
+    p.add_argument("--input", required=True, action=_Once,
+                   help="image file, DICOM folder, folder (recursive) or CSV list (once: gather inputs in a CSV)")
+    p.add_argument("--output", required=True, action=_Once,
+                   help="output folder (label maps, report.json, report.csv)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     p.add_argument("--level", type=_int_at_least(1), default=None, help="UNet++ level (default: the exported one)")
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
@@ -324,13 +347,25 @@ def _bundle_passthrough(rest: Sequence[str]) -> int:
     return 0  # pragma: no cover - execv does not return
 
 
+def _attach_values(argv: list[str]) -> list[str]:
+    """``--shard -1/2`` -> ``--shard=-1/2``: argparse takes a value that starts with '-' for an option and would
+    report a missing value instead of the rule the value breaks."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] == "--shard" and arg.startswith("-") and not arg.startswith("--"):
+            out[-1] = f"--shard={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (0 ok, 1 the job found problems, 2 bad input)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["bundle"]:
         return _bundle_passthrough(args_list[1:])
     parser = build_parser()
-    args = parser.parse_args(args_list)
+    args = parser.parse_args(_attach_values(args_list))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

@@ -89,3 +89,46 @@ def test_synth_two_channel_layouts(tmp_path):
     assert (tmp_path / "nnunet/imagesTr/mri_001_0001.nii.gz").is_file() and (tmp_path / "csv/dataset.csv").is_file()
     code, _, err = _run("synth", "--modality", "ct", "--channels", "2", "--out", str(tmp_path / "x"))
     assert code == 2 and "channels must be 1, or 2 for 3D MRI" in err
+
+
+def test_validate_an_empty_or_malformed_dataset_exits_1(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty/dataset.json").write_text(json.dumps({"training": [], "labels": {"0": "background"}}))
+    assert main(["validate", str(tmp_path / "empty")]) == 1
+    assert "a dataset must hold at least one case, got 0 cases" in capsys.readouterr().err
+    (tmp_path / "empty/dataset.json").write_text(json.dumps({"training": "abc", "labels": {"0": "background"}}))
+    assert main(["validate", str(tmp_path / "empty")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'training' must be a list of entries, got str" in err
+
+
+def test_segment_options_given_twice_are_one_line(tmp_path):
+    code, _, err = _run("segment", "--model", "m.ts", "--input", "a", "--input", "b", "--output", str(tmp_path))
+    assert code == 2 and err.count("\n") == 1
+    assert "argument --input: may be given once, got 'a' and 'b'" in err
+
+
+@pytest.mark.parametrize("args, rule", [
+    (["segment", "--model", "m.ts", "--input", "in", "--output", "out", "--shard", "-1/2"],
+     "pipeline segment: error: shard must be i/n with 0 <= i < n (e.g. 0/4), got '-1/2'"),
+    (["synth", "--modality", "mri", "--cases", "1", "--out", "OUT", "--shape", "4", "4"],
+     "pipeline synth: error: shape must be 3 values x y z (2 values x y with dims 2), each >= 4, got 4 4"),
+])
+def test_values_that_break_a_rule_are_one_line(tmp_path, args, rule):
+    code, _, err = _run(*[a.replace("OUT", str(tmp_path / "d")) for a in args])
+    assert code == 2 and err.count("\n") == 1 and err.startswith(rule), err
+    assert not (tmp_path / "d" / "dataset.json").exists()
+
+
+def test_a_shipped_bundle_name_is_the_shipped_bundle(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from pipeline.cli import _bundle_dir
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "unetpp_mri_segmentation/configs").mkdir(parents=True)  # a same-named folder here
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        chosen = _bundle_dir("unetpp_mri_segmentation")
+    assert chosen.parent.name == "bundles" and chosen != tmp_path / "unetpp_mri_segmentation"
+    assert "not the folder ./unetpp_mri_segmentation (pass ./unetpp_mri_segmentation" in caplog.text
+    assert _bundle_dir("./unetpp_mri_segmentation").resolve() == tmp_path / "unetpp_mri_segmentation"

@@ -108,12 +108,22 @@ def load_msd(dataset_dir: str | os.PathLike, section: str = "training") -> Datal
     if section not in data:
         raise DatasetError(path, f"an MSD dataset.json must have a '{section}' list", f"keys {sorted(data)}")
     root = path.parent
+    if not isinstance(data[section], list):
+        raise DatasetError(path, f"'{section}' must be a list of entries", type(data[section]).__name__)
     items = []
-    for entry in data[section]:
+    for index, entry in enumerate(data[section]):
+        if not isinstance(entry, (str, dict)):
+            raise DatasetError(path, f"every '{section}' entry must be an object with an 'image' (or an image path)",
+                               f"entry {index}: {json.dumps(entry)[:80]}")
         entry = {"image": entry} if isinstance(entry, str) else dict(entry)
         if "image" not in entry:
             raise DatasetError(path, f"every '{section}' entry must name an 'image'", entry)
         for key in ("image", "label"):
+            value = entry.get(key)
+            if key in entry and not (isinstance(value, str) or isinstance(value, list) and value
+                                     and all(isinstance(v, str) for v in value)):
+                raise DatasetError(path, f"'{key}' of every '{section}' entry must be a path or a list of paths",
+                                   f"entry {index}: {json.dumps(value)[:80]}")
             if key in entry:
                 value = entry[key]
                 entry[key] = [str((root / v).resolve()) for v in value] if isinstance(value, list) \

@@ -70,9 +70,10 @@ def _dicom_folders_and_files(root: Path) -> list[str]:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         here = Path(folder)
         visible = [f for f in sorted(files) if not f.startswith(".")]
-        found += [str(here / f) for f in visible if image_suffix(f) and ".part" not in f]
-        others = [here / f for f in visible if not image_suffix(f)]
-        if any(looks_like_dicom(p) for p in others[:5]) and is_dicom_series(here):
+        # hidden files (the job's own temporaries among them) are never inputs; every other image file is
+        found += [str(here / f) for f in visible if image_suffix(f)]
+        others = (here / f for f in visible if not image_suffix(f))  # DICOM files may sit behind any others
+        if any(looks_like_dicom(p) for p in others) and is_dicom_series(here):
             found.append(str(here))
     return found
 
@@ -111,25 +112,39 @@ def find_images(path: str | os.PathLike, column: str = "image") -> list[str]:
 
 
 def _csv_cases(path: Path, channels: int) -> list[InputCase]:
+    """One case per row; a row with an empty cell, or naming the images of an earlier row, is a case with its
+    error (reported by the job), never dropped."""
     from pipeline.data.datalist import case_id
 
-    fields, rows = _csv_rows(path)
+    with path.open(newline="") as handle:  # line numbers as an editor shows them (blank lines count)
+        reader = csv.DictReader(handle)
+        rows = [(reader.line_num, row) for row in reader]
+        fields = list(reader.fieldnames or [])
     columns = [f"image_{c}" for c in range(channels)]
-    if channels > 1 and all(c in fields for c in columns):
-        cases = []
-        for row_no, row in enumerate(rows, start=2):
-            cells = [(row.get(c) or "").strip() for c in columns]
-            paths = tuple(str((path.parent / cell).resolve()) for cell in cells if cell)
-            name = (row.get("case") or "").strip() or (case_id(paths[0]) if paths else f"row{row_no}")
-            missing = [c for c, cell in zip(columns, cells) if not cell]
-            error = f"{path}:{row_no}: every row must name an image in each of {', '.join(columns)}, " \
-                    f"got none in {', '.join(missing)}" if missing else ""
-            cases.append(InputCase(name, paths, error))
-        return cases
-    if channels > 1 and "image" not in fields:
-        raise DatasetError(path, f"a CSV input for a {channels}-channel model needs columns {', '.join(columns)} "
-                           "(or an 'image' column of 4D files)", f"columns {fields}")
-    return [InputCase(case_id(p), (p,)) for p in find_images(path)]
+    if channels == 1 or not all(c in fields for c in columns):
+        if "image" not in fields:
+            want = "an 'image' column" if channels == 1 else \
+                f"columns {', '.join(columns)} (or an 'image' column of 4D files)"
+            raise DatasetError(path, f"a CSV input for a {channels}-channel model needs {want}", f"columns {fields}")
+        columns = ["image"]
+    cases: list[InputCase] = []
+    first_row: dict[tuple[str, ...], int] = {}
+    for row_no, row in rows:
+        cells = [(row.get(c) or "").strip() for c in columns]
+        paths = tuple(str((path.parent / cell).resolve()) for cell in cells if cell)
+        name = (row.get("case") or "").strip() or (case_id(paths[0]) if paths else f"row{row_no}")
+        missing = [c for c, cell in zip(columns, cells) if not cell]
+        error = ""
+        if missing:
+            error = f"{path}:{row_no}: every row must name an image in each of the columns " \
+                    f"{', '.join(columns)}, got an empty cell in {', '.join(missing)}"
+        elif paths in first_row:
+            error = f"{path}:{row_no}: every row must name other images than the rows before it, got those of " \
+                    f"row {first_row[paths]}"
+        first_row.setdefault(paths, row_no)
+        # a row that cannot be a case keeps a place of its own in the job (and its report) under its row number
+        cases.append(InputCase(name, paths if not error else (f"{path}:{row_no}",), error))
+    return cases
 
 
 def _group_channels(images: list[str], channels: int) -> list[InputCase]:

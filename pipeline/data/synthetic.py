@@ -121,10 +121,11 @@ def write_synthetic_dataset(out: str | os.PathLike, modality: str = "ct", cases:
                          f"'{layout}' with {channels} channel(s)")
     shape = tuple(int(s) for s in (shape or DEFAULT_SHAPE[modality]))
     spacing = tuple(float(s) for s in (spacing or DEFAULT_SPACING[modality]))
-    if len(shape) == 2:
+    if len(shape) == 2 and dims == 2:  # a 2D slice is cut from a phantom of the default depth
         shape = (*shape, DEFAULT_SHAPE[modality][2])
     if len(shape) != 3 or min(shape) < 4:
-        raise ValueError(f"shape must be 3 values (or 2 for --dims 2), each >= 4, got {shape}")
+        raise ValueError(f"shape must be 3 values x y z (2 values x y with dims 2), each >= 4, got "
+                         f"{' '.join(map(str, shape))} for {dims}D")
     root = Path(out)
     prefix = f"{modality}{'2d' if dims == 2 else ''}"
     entries = []

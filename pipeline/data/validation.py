@@ -7,7 +7,8 @@ Rules (each problem names the file, the rule and the value found):
       its fourth axis);
     - every case with a ``label`` entry has that file, readable;
     - the label has the image's shape and lies on its grid (spacing, origin, direction);
-    - label values are whole numbers among the declared labels (where the layout declares them).
+    - label values are whole numbers among the declared labels (where the layout declares them);
+    - every case id and every image appears once; no file is shorter than its header declares.
 
 Example:
     >>> reports = validate_datalist(load_datalist("data/Task04_Hippocampus"))      # doctest: +SKIP
@@ -30,8 +31,8 @@ from pipeline.errors import DatasetError, ImageReadError
 from pipeline.io.geometry import Geometry
 from pipeline.io.reader import read_header, read_image
 
-__all__ = ["CaseReport", "DatasetValidationError", "channel_problems", "inspect_case", "inspect_datalist",
-           "validate_datalist"]
+__all__ = ["CaseReport", "DatasetValidationError", "channel_problems", "duplicate_problems", "inspect_case",
+           "inspect_datalist", "validate_datalist"]
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +199,19 @@ def channel_problems(reports: list[CaseReport], channels: int | None = None) -> 
             if r.geometry is not None and r.channels != want]
 
 
+def duplicate_problems(datalist: Datalist) -> list[DatasetError]:
+    """Case ids and images named more than once (training refuses both: folds would leak a case)."""
+    problems = []
+    for key in ("case", "image"):
+        seen: dict[str, int] = {}
+        for item in datalist.items:
+            value = str(item.get(key))
+            seen[value] = seen.get(value, 0) + 1
+        problems += [DatasetError(datalist.source, f"every {key} must appear once in the datalist", f"'{v}' {n} times")
+                     for v, n in seen.items() if n > 1]
+    return problems
+
+
 def validate_datalist(datalist: Datalist, read_voxels: bool = True, intensity: bool = False,
                       progress: bool = True, channels: int | None = None) -> list[CaseReport]:
     """Inspect every case and raise if any rule is broken.
@@ -220,6 +234,7 @@ def validate_datalist(datalist: Datalist, read_voxels: bool = True, intensity: b
         raise DatasetError(datalist.source, "a dataset must hold at least one case", "0 cases")
     reports = inspect_datalist(datalist, read_voxels=read_voxels, intensity=intensity, progress=progress)
     problems = [p for r in reports for p in r.problems] + channel_problems(reports, channels)
+    problems += duplicate_problems(datalist)
     if problems:
         raise DatasetValidationError(datalist.source, problems)
     logger.info("%s: %d cases passed validation", datalist.source, len(reports))

@@ -18,6 +18,7 @@ from monai.bundle import ConfigParser
 from pipeline.errors import PipelineError
 from pipeline.export.metadata import deployment_metadata
 from pipeline.export.torchscript import ExportResult, export_torchscript
+from pipeline.io.checkpoint import load_checkpoint
 
 __all__ = ["load_network_weights", "bundle_metadata", "export_bundle"]
 
@@ -29,12 +30,14 @@ def load_network_weights(network: torch.nn.Module, checkpoint: str | os.PathLike
     (``checkpoint_latest.pt``, key ``network``), a MONAI ``{"model": ...}`` dict, or MONAI BasicUNetPlusPlus keys.
 
     Raises:
-        PipelineError: missing file, or weights that do not fit the network (the mismatch is named).
+        PipelineError: missing, empty, truncated or foreign file, or weights that do not fit the network (the
+            mismatch is named).
     """
     path = Path(checkpoint)
-    if not path.is_file():
-        raise PipelineError(f"checkpoint '{path}' does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path)
+    if not isinstance(state, Mapping):
+        raise PipelineError(f"checkpoint '{path}' must hold a state dict (or a dict with one under 'network', "
+                            f"'model' or 'state_dict'), got a {type(state).__name__}")
     for key in ("network", "model", "state_dict"):
         if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
             state = state[key]

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from pipeline.errors import PipelineError
+from pipeline.export.model_metadata import parse_model_metadata
 from pipeline.io.atomic import atomic_path
 
 __all__ = ["ExportResult", "ExportError", "export_torchscript", "load_torchscript", "resolve_device"]
@@ -59,7 +60,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise PipelineError(f"device must be auto, cpu or cuda[:N], got '{device}'") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise PipelineError(f"device '{device}' requested but CUDA is not available on this machine "
                             f"(torch {torch.__version__}, built for CUDA: {torch.version.cuda or 'no'})")
@@ -133,7 +137,8 @@ def load_torchscript(path: str | os.PathLike, device: str | torch.device = "cpu"
     """Load an exported model and its embedded metadata.
 
     Raises:
-        PipelineError: the file is missing, not TorchScript, or has no embedded metadata.
+        PipelineError: the file is missing, not TorchScript, has no embedded metadata, or metadata that breaks a
+            rule of :mod:`pipeline.export.model_metadata`.
     """
     src = Path(path)
     if not src.is_file():
@@ -145,4 +150,4 @@ def load_torchscript(path: str | os.PathLike, device: str | torch.device = "cpu"
         raise PipelineError(f"'{src}' is not a TorchScript file: {str(exc).splitlines()[0]}") from exc
     if not extra[METADATA_FILE]:
         raise PipelineError(f"'{src}' has no embedded {METADATA_FILE}: export it with `python -m pipeline export`")
-    return module.eval(), json.loads(extra[METADATA_FILE])
+    return module.eval(), parse_model_metadata(extra[METADATA_FILE], src)

@@ -90,7 +90,8 @@ class JobReport:
         names = [n for k, n in sorted(self.labels.items(), key=lambda kv: int(kv[0])) if str(k) != "0"]
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(["case", "status", "seconds", *[f"{n}_ml" for n in names], "input", "output", "error", "warning"])
+        writer.writerow(["case", "status", "seconds", *[f"{n}_ml" for n in names], "input", "output", "error",
+                         "warning"])
         for c in self.cases:
             writer.writerow([c.case, c.status, f"{c.seconds:.2f}", *[_ml(c.volumes_ml.get(n)) for n in names],
                              c.input, c.output, c.error, c.warning])

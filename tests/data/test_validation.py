@@ -124,3 +124,34 @@ def test_channel_files_on_different_grids_are_named(tmp_path):
     with pytest.raises(DatasetValidationError, match=r"mri_001_0001.nii.gz: all channels of a case must share one "
                                                      r"grid, got origin"):
         validate_datalist(load_datalist(root), progress=False)
+
+
+def test_duplicate_cases_and_images_are_problems(broken):
+    meta = json.loads((broken / "dataset.json").read_text())
+    meta["training"].append(dict(meta["training"][0]))
+    (broken / "dataset.json").write_text(json.dumps(meta))
+    problems = [str(p) for p in _problems(broken)]
+    assert any("every case must appear once in the datalist, got 'ct_000' 2 times" in p for p in problems)
+    assert any("every image must appear once" in p and "ct_000.nii.gz' 2 times" in p for p in problems)
+
+
+@pytest.mark.parametrize("training, rule", [
+    ("imagesTr/ct_000.nii.gz", "'training' must be a list of entries, got str"),
+    ([7], "every 'training' entry must be an object with an 'image' (or an image path), got entry 0: 7"),
+    ([{"image": 3, "label": "x.nii.gz"}], "'image' of every 'training' entry must be a path or a list of paths, "
+                                          "got entry 0: 3"),
+])
+def test_malformed_listing_is_one_error(broken, training, rule):
+    meta = json.loads((broken / "dataset.json").read_text())
+    meta["training"] = training
+    (broken / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError) as info:
+        load_msd(broken)
+    assert str(info.value).endswith(rule) and str(info.value).count("\n") == 0
+
+
+def test_a_truncated_label_is_a_problem(broken):
+    raw = (broken / "labelsTr/ct_002.nii.gz").read_bytes()
+    (broken / "labelsTr/ct_002.nii.gz").write_bytes(raw[: len(raw) // 2])
+    (problem,) = _problems(broken)
+    assert problem.where.endswith("labelsTr/ct_002.nii.gz") and "truncated" in str(problem)
