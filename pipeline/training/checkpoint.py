@@ -23,6 +23,7 @@ from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader
 
 from pipeline.io.atomic import atomic_path
+from pipeline.io.checkpoint import CheckpointError, load_checkpoint
 
 __all__ = ["LATEST", "LatestCheckpoint", "resume"]
 
@@ -81,7 +82,7 @@ class LatestCheckpoint:
 
 
 def resume(trainer: Engine, ckpt_dir: str | os.PathLike, load_dict: dict, enabled: bool = True,
-           filename: str = LATEST) -> str | None:
+           filename: str = LATEST, on_error: str = "raise") -> str | None:
     """Make ``trainer`` start from ``ckpt_dir/filename`` when ``enabled`` and the file exists.
 
     The objects are loaded when the trainer starts (MONAI ``CheckpointLoader``): the epoch and iteration
@@ -94,16 +95,31 @@ def resume(trainer: Engine, ckpt_dir: str | os.PathLike, load_dict: dict, enable
         load_dict: name -> object, the same names the checkpoint was saved with.
         enabled: the config's ``resume`` switch. Defaults to True.
         filename: checkpoint file name. Defaults to :data:`LATEST`.
+        on_error: ``"raise"``, or ``"exit"``: log why the checkpoint cannot be read and end the process with
+            status 1 (a bundle run then prints one line, not a traceback through MONAI's config machinery).
+            Defaults to ``"raise"``.
 
     Returns:
         The path that will be loaded, or None (starting fresh).
+
+    Raises:
+        CheckpointError: the checkpoint is empty, truncated or not a PyTorch file (``on_error="raise"``).
     """
+    if on_error not in ("raise", "exit"):
+        raise ValueError(f"on_error must be 'raise' or 'exit', got '{on_error}'")
     if not enabled:
         return None
     path = Path(ckpt_dir) / filename
     if not path.is_file():
         logger.warning("resume requested but %s does not exist: training starts from epoch 1", path)
         return None
+    try:  # read it once here: MONAI's loader fails on an empty file with an empty message
+        load_checkpoint(path)
+    except CheckpointError as exc:
+        logger.error("cannot resume: %s; delete it to start afresh (or restore it), or run with --resume false", exc)
+        if on_error == "exit":
+            raise SystemExit(1) from None
+        raise
     CheckpointLoader(load_path=str(path), load_dict=load_dict, map_location="cpu").attach(trainer)
     logger.info("resuming from %s", path)
     return str(path)

@@ -173,3 +173,15 @@ def test_bad_input_stops_at_startup_naming_file_and_rule(breakage, expected, tin
     assert proc.returncode != 0
     assert "the dataset cannot be used for training" in log and expected in log and culprit in log
     assert "Loading dataset" not in log, "must stop before caching or workers start"
+
+
+def test_resume_from_an_empty_checkpoint_stops_with_the_reason(tiny_datasets, tmp_path):
+    (tmp_path / "out/models").mkdir(parents=True)
+    (tmp_path / "out/models/checkpoint_latest.pt").write_bytes(b"")  # a run killed while copying it
+    proc = run_bundle("run", "training", "--config_file", configs("unetpp_mri_segmentation", "train"),
+                      "--dataset_dir", str(tiny_datasets["mri"]), "--bundle_root", str(tmp_path / "out"),
+                      "--resume", "true", *TINY, cwd=tmp_path)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 1, log[-3000:]
+    assert "cannot resume: checkpoint" in log and "checkpoint_latest.pt' is empty (0 bytes)" in log
+    assert "Traceback" not in log

@@ -63,3 +63,14 @@ def two_channel(tmp_path_factory) -> dict[str, Path]:
                                        layout=layout)
         out[layout] = path if layout == "csv" else path.parent
     return out
+
+
+def copy_cases(root: Path, mri_dataset: Path, cases: int, copies: int = 1) -> Path:
+    """``root`` filled with ``copies`` copies of the first ``cases`` synthetic MRI cases (``case<i>_<j>.nii.gz``)."""
+    import shutil
+
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(cases):
+        for j in range(copies):
+            shutil.copy(mri_dataset / f"imagesTr/mri_00{i}.nii.gz", root / f"case{i}_{j}.nii.gz")
+    return root

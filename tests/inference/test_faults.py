@@ -20,15 +20,13 @@ import pytest
 from pipeline.cli import main
 from pipeline.io import read_image, read_notes, write_image
 
+from .conftest import copy_cases
+
 KILLS = 20
 
 
 def _cases(root, mri_dataset, copies=3):
-    root.mkdir(parents=True, exist_ok=True)
-    for i in range(4):
-        for j in range(copies):
-            shutil.copy(mri_dataset / f"imagesTr/mri_00{i}.nii.gz", root / f"case{i}_{j}.nii.gz")
-    return root
+    return copy_cases(root, mri_dataset, cases=4, copies=copies)
 
 
 def _command(model, inputs, out):

@@ -15,13 +15,11 @@ from pipeline.errors import DiskFullError
 from pipeline.inference import segment
 from pipeline.io import read_image, read_notes, write_image
 
+from .conftest import copy_cases
+
 
 def _inputs(root, mri_dataset, copies=1):
-    root.mkdir(parents=True, exist_ok=True)
-    for i in range(2):
-        for j in range(copies):
-            shutil.copy(mri_dataset / f"imagesTr/mri_00{i}.nii.gz", root / f"case{i}_{j}.nii.gz")
-    return root
+    return copy_cases(root, mri_dataset, cases=2, copies=copies)
 
 
 def _run(model, inputs, out, **kwargs):

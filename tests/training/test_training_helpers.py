@@ -82,6 +82,21 @@ def test_latest_checkpoint_is_atomic_readable_and_resumable(tmp_path, caplog):
     assert resume(_engine(), tmp_path, {"trainer": _engine()}, enabled=False) is None
 
 
+def test_resume_from_an_empty_or_truncated_checkpoint_is_one_line(tmp_path, caplog):
+    from pipeline.io.checkpoint import CheckpointError
+
+    (tmp_path / LATEST).write_bytes(b"")  # a run killed while copying it, or a full disk
+    with pytest.raises(CheckpointError, match=r"checkpoint_latest.pt' is empty \(0 bytes\)"):
+        resume(_engine(), tmp_path, {"trainer": _engine()})
+    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as info:
+        resume(_engine(), tmp_path, {"trainer": _engine()}, on_error="exit")
+    assert info.value.code == 1 and "cannot resume:" in caplog.text and "--resume false" in caplog.text
+    torch.save({"trainer": {"epoch": 1}}, tmp_path / LATEST)
+    (tmp_path / LATEST).write_bytes((tmp_path / LATEST).read_bytes()[:40])
+    with pytest.raises(CheckpointError, match="is not a readable PyTorch checkpoint"):
+        resume(_engine(), tmp_path, {"trainer": _engine()})
+
+
 def test_latest_checkpoint_arguments():
     with pytest.raises(ValueError, match="save_dict must name at least one object"):
         LatestCheckpoint("x", {})
