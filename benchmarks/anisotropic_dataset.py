@@ -23,7 +23,7 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.io.atomic import atomic_path, write_text_atomic  # noqa: E402
+from pipeline.io.atomic import atomic_path, write_text_atomic
 
 
 def resample(image: sitk.Image, spacing: list[float], label: bool) -> sitk.Image:

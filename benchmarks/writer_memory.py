@@ -22,14 +22,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._common import RESULTS, machine  # noqa: E402
+from benchmarks._common import RESULTS, machine
 
 
 def worker(model: str, inputs: str, output: str) -> None:
     """One job with an instant predictor; prints its peak memory and the writer queue's peak as JSON."""
     import torch
 
-    import pipeline.inference.job as job
+    from pipeline.inference import job
 
     job.Predictor.__call__ = lambda self, image: torch.rand(1, 3, *image.shape[1:])  # the network takes no time
     start = time.perf_counter()

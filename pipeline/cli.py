@@ -30,7 +30,7 @@ from pathlib import Path
 from pipeline import __version__
 from pipeline.errors import PipelineError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 logger = logging.getLogger("pipeline")
 
@@ -100,7 +100,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(args: argparse.Namespace):  # noqa: ANN202 - Datalist
+def _load(args: argparse.Namespace):
     from pipeline.data import load_datalist
 
     return load_datalist(args.dataset, fmt=args.format, labels_dir=args.labels)
@@ -206,9 +206,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from pipeline.inference import parse_shard, segment
-
     from pipeline.errors import DiskFullError
+    from pipeline.inference import parse_shard, segment
 
     shard = parse_shard(args.shard) if args.shard else None
     try:

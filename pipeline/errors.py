@@ -9,7 +9,7 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["PipelineError", "DatasetError", "DiskFullError", "ImageReadError", "ImageWriteError"]
+__all__ = ["DatasetError", "DiskFullError", "ImageReadError", "ImageWriteError", "PipelineError"]
 
 
 class PipelineError(Exception):

@@ -76,15 +76,14 @@ def _install_write_hook(monkeypatch: pytest.MonkeyPatch, root: Path, size: int) 
 
     import SimpleITK as sitk
 
-    import pipeline.io.atomic as atomic
-    import pipeline.io.writer as writer
+    from pipeline.io import atomic, writer
 
     def used() -> int:
         return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
     real_write = sitk.WriteImage
 
-    def short_write(image, path, *args, **kwargs):  # noqa: ANN001, ANN202 - SimpleITK's signature
+    def short_write(image, path, *args, **kwargs):
         real_write(image, path, *args, **kwargs)
         if Path(path).resolve().is_relative_to(root.resolve()):
             left = max(0, size - (used() - Path(path).stat().st_size))
@@ -94,7 +93,7 @@ def _install_write_hook(monkeypatch: pytest.MonkeyPatch, root: Path, size: int) 
 
     real_text = Path.write_text
 
-    def text(self, data, *args, **kwargs):  # noqa: ANN001, ANN202
+    def text(self, data, *args, **kwargs):
         if self.resolve().is_relative_to(root.resolve()) and used() + len(data.encode()) > size:
             raise OSError(errno.ENOSPC, "No space left on device", str(self))
         return real_text(self, data, *args, **kwargs)
@@ -102,7 +101,7 @@ def _install_write_hook(monkeypatch: pytest.MonkeyPatch, root: Path, size: int) 
     monkeypatch.setattr(sitk, "WriteImage", short_write)
     monkeypatch.setattr(Path, "write_text", text)
     free = lambda folder: max(0, size - used()) if Path(folder).resolve().is_relative_to(root.resolve()) \
-        else 1 << 40  # noqa: E731
+        else 1 << 40
     monkeypatch.setattr(atomic, "free_bytes", free)
     monkeypatch.setattr(writer, "free_bytes", free)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from pipeline.errors import DatasetError
 from pipeline.io.reader import image_suffix
 
-__all__ = ["Datalist", "FORMATS", "case_id", "load_msd", "load_nnunet", "load_paired", "load_csv", "load_datalist"]
+__all__ = ["FORMATS", "Datalist", "case_id", "load_csv", "load_datalist", "load_msd", "load_nnunet", "load_paired"]
 
 logger = logging.getLogger(__name__)
 

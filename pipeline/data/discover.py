@@ -28,7 +28,7 @@ from pathlib import Path
 from pipeline.errors import DatasetError
 from pipeline.io.reader import IMAGE_SUFFIXES, image_suffix, is_dicom_series
 
-__all__ = ["InputCase", "find_cases", "find_images", "looks_like_dicom", "NNUNET_CHANNEL"]
+__all__ = ["NNUNET_CHANNEL", "InputCase", "find_cases", "find_images", "looks_like_dicom"]
 
 #: nnU-Net's channel file name: ``<case>_<4-digit channel><ending>``.
 NNUNET_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["MODALITIES", "LABELS", "make_phantom", "second_contrast"]
+__all__ = ["LABELS", "MODALITIES", "make_phantom", "second_contrast"]
 
 #: Modality keys and their MSD ``modality`` names.
 MODALITIES = {"ct": "CT", "mri": "MRI"}

@@ -20,7 +20,7 @@ from pipeline.export.metadata import deployment_metadata
 from pipeline.export.torchscript import ExportResult, export_torchscript
 from pipeline.io.checkpoint import load_checkpoint
 
-__all__ = ["load_network_weights", "bundle_metadata", "export_bundle"]
+__all__ = ["bundle_metadata", "export_bundle", "load_network_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def load_network_weights(network: torch.nn.Module, checkpoint: str | os.PathLike
         if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
             state = state[key]
             break
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = {k.removeprefix("module."): v for k, v in state.items()}
     try:
         network.load_state_dict(state)
     except RuntimeError as exc:

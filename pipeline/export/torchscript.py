@@ -26,7 +26,7 @@ from pipeline.errors import PipelineError
 from pipeline.export.model_metadata import parse_model_metadata
 from pipeline.io.atomic import atomic_path
 
-__all__ = ["ExportResult", "ExportError", "export_torchscript", "load_torchscript", "resolve_device"]
+__all__ = ["ExportError", "ExportResult", "export_torchscript", "load_torchscript", "resolve_device"]
 
 logger = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ from pipeline.inference.report import CaseResult, JobReport
 from pipeline.io import read_case, read_image, write_image
 from pipeline.io.integrity import check_fits
 
-__all__ = ["output_names", "parse_shard", "shard_from_env", "select_shard", "segment"]
+__all__ = ["output_names", "parse_shard", "segment", "select_shard", "shard_from_env"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class _Case:
         self.warning = ""
 
 
-def _check(volume, path: str, meta: dict) -> str:  # noqa: ANN001 - Volume
+def _check(volume, path: str, meta: dict) -> str:
     """Raise for an image the model cannot segment; return a warning for one it can but should not."""
     net = meta.get("network") or {}
     kind = meta.get("inference", {}).get("kind", "sliding_window")

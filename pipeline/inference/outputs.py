@@ -32,7 +32,7 @@ from pipeline.errors import PipelineError
 from pipeline.io import read_notes
 from pipeline.io.atomic import temporary_pattern
 
-__all__ = ["OutputFolder", "Provenance", "file_sha256", "PROVENANCE_PREFIX"]
+__all__ = ["PROVENANCE_PREFIX", "OutputFolder", "Provenance", "file_sha256"]
 
 logger = logging.getLogger(__name__)
 

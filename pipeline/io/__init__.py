@@ -19,11 +19,10 @@ from pipeline.io.writer import label_suffix_for, read_notes, write_image
 
 __all__ = [
     "IMAGE_SUFFIXES",
-    "atomic_path",
-    "write_text_atomic",
     "Geometry",
     "ImageHeader",
     "Volume",
+    "atomic_path",
     "image_suffix",
     "is_dicom_series",
     "is_image_file",
@@ -33,4 +32,5 @@ __all__ = [
     "read_image",
     "read_notes",
     "write_image",
+    "write_text_atomic",
 ]

@@ -26,7 +26,7 @@ import numpy as np
 
 from pipeline.errors import ImageReadError, PipelineError
 
-__all__ = ["available_memory", "check_complete", "check_fits", "format_bytes", "MEMORY_SHARE"]
+__all__ = ["MEMORY_SHARE", "available_memory", "check_complete", "check_fits", "format_bytes"]
 
 #: share of the available memory one image (or one resampled image) may take
 MEMORY_SHARE = 0.5

@@ -34,8 +34,17 @@ from pipeline.errors import ImageReadError
 from pipeline.io.geometry import Geometry
 from pipeline.io.integrity import check_complete, check_fits
 
-__all__ = ["IMAGE_SUFFIXES", "Volume", "ImageHeader", "image_suffix", "is_image_file", "is_dicom_series",
-           "read_header", "read_image", "read_case"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageHeader",
+    "Volume",
+    "image_suffix",
+    "is_dicom_series",
+    "is_image_file",
+    "read_case",
+    "read_header",
+    "read_image",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +157,7 @@ def _series_files(folder: Path) -> tuple[str, ...]:
     return next(iter(series.values()))
 
 
-def _check_dims(path: Path, image) -> None:  # noqa: ANN001 - SimpleITK image or reader
+def _check_dims(path: Path, image) -> None:
     dims = image.GetDimension()
     if dims not in (2, 3, 4):
         raise ImageReadError(path, f"expected a 2D or 3D image (or 3D with channels on a fourth axis), got {dims} "
@@ -157,7 +166,7 @@ def _check_dims(path: Path, image) -> None:  # noqa: ANN001 - SimpleITK image or
         raise ImageReadError(path, "a DICOM series must be 2D or 3D")
 
 
-def _geometry(image) -> Geometry:  # noqa: ANN001 - SimpleITK image or reader
+def _geometry(image) -> Geometry:
     """The spatial grid; a 4D image's fourth axis holds channels, so its grid is the first three axes."""
     if image.GetDimension() != 4:
         return Geometry.from_sitk(image)
@@ -166,7 +175,7 @@ def _geometry(image) -> Geometry:  # noqa: ANN001 - SimpleITK image or reader
                     tuple(float(s) for s in image.GetOrigin()[:3]), tuple(direction.ravel().tolist()))
 
 
-def _components(image) -> int:  # noqa: ANN001 - SimpleITK image or reader
+def _components(image) -> int:
     per_voxel = image.GetNumberOfComponentsPerPixel() if hasattr(image, "GetNumberOfComponentsPerPixel") \
         else image.GetNumberOfComponents()
     return int(per_voxel) * (int(image.GetSize()[3]) if image.GetDimension() == 4 else 1)
@@ -220,7 +229,7 @@ def _read_float_nifti(path: Path, header: ImageHeader) -> Volume | None:
 
     try:
         array = np.asarray(nib.load(str(path)).dataobj)
-    except Exception as exc:  # noqa: BLE001 - nibabel raises many types for damaged files
+    except Exception as exc:
         raise ImageReadError(path, str(exc)) from exc
     expected = header.geometry.shape + ((header.components,) if header.components > 1 else ())
     if array.ndim > len(expected) and all(s == 1 for s in array.shape[len(expected):]):

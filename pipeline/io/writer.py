@@ -25,7 +25,7 @@ from pipeline.io.geometry import Geometry
 from pipeline.io.integrity import check_complete
 from pipeline.io.reader import IMAGE_SUFFIXES, image_suffix
 
-__all__ = ["write_image", "label_suffix_for", "read_notes"]
+__all__ = ["label_suffix_for", "read_notes", "write_image"]
 
 logger = logging.getLogger(__name__)
 

@@ -150,7 +150,7 @@ def _bbox_shape(mask: np.ndarray) -> list[int]:
     return out
 
 
-def _ras_axes(geometry) -> list[int]:  # noqa: ANN001 - Geometry
+def _ras_axes(geometry) -> list[int]:
     """For each physical axis (R-L, A-P, S-I; x, y in 2D), the voxel axis that points along it: the order of the
     axes after ``Orientationd(axcodes="RAS")``."""
     direction = geometry.direction_matrix  # rows: physical axes, columns: voxel axes

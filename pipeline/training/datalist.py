@@ -23,7 +23,7 @@ from pipeline.data.folds import fold_datalist
 from pipeline.data.validation import validate_datalist
 from pipeline.errors import DatasetError
 
-__all__ = ["prepare_fold", "inference_items"]
+__all__ = ["inference_items", "prepare_fold"]
 
 logger = logging.getLogger(__name__)
 

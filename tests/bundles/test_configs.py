@@ -10,7 +10,7 @@ import pytest
 from monai.bundle import ConfigParser
 from monai.bundle.config_item import ComponentLocator
 
-from .conftest import BUNDLES, NAMES, REPO, configs, run_bundle, check
+from .conftest import BUNDLES, NAMES, REPO, check, configs, run_bundle
 
 ALL_CONFIGS = sorted(BUNDLES.glob("*/configs/*.json"))
 COMBINATIONS = [("train",), ("train", "evaluate"), ("train", "inference"), ("train", "train_2d"),

@@ -85,9 +85,10 @@ def test_metadata_is_read_off_the_bundle_objects(bundle, kinds):
 
 
 def test_unexportable_transform_is_named():
-    from monai.transforms import GaussianSmoothd
-    from pipeline.export import deployment_metadata
     from monai.inferers import SlidingWindowInferer
+    from monai.transforms import GaussianSmoothd
+
+    from pipeline.export import deployment_metadata
 
     with pytest.raises(ValueError, match="uses GaussianSmoothd: it has no deployment equivalent"):
         deployment_metadata([GaussianSmoothd(keys="image", sigma=1.0)], SlidingWindowInferer([32] * 3), {0: "bg"})

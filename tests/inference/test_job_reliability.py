@@ -81,13 +81,13 @@ def test_a_constant_image_is_segmented_with_a_warning(tmp_path, mri_dataset, exp
 def test_a_fast_predictor_waits_for_the_writer(tmp_path, mri_dataset, exported, monkeypatch):
     import torch
 
-    import pipeline.inference.job as job
+    from pipeline.inference import job
 
     inputs = _inputs(tmp_path / "in", mri_dataset, copies=6)
     monkeypatch.setattr(job.Predictor, "__call__", lambda self, image: torch.rand(1, 3, *image.shape[1:]))
     real_write = job.write_image
 
-    def slow_write(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def slow_write(*args, **kwargs):
         time.sleep(0.2)
         return real_write(*args, **kwargs)
 

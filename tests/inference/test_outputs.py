@@ -24,7 +24,7 @@ def test_the_folder_must_be_a_writable_folder(tmp_path, monkeypatch):
         OutputFolder(tmp_path / "file" / "sub")
     import tempfile
 
-    def read_only(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - root ignores permission bits, so emulate EROFS
+    def read_only(*args, **kwargs):
         raise OSError(30, "Read-only file system")
 
     monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
