@@ -1,16 +1,21 @@
 # Two commands for a fresh machine: `make demo` and `make test` (README). Both install into .venv first.
-# CPU machines pin the CPU torch wheel through constraints/cpu.txt; on a CUDA machine run
-# `make install CONSTRAINTS=` so pip takes the CUDA build that matches the pyproject range.
+# constraints/cpu.txt pins torch==2.13.0. On the development machine pip finds that version as a CPU wheel in a
+# local wheel folder; on an ordinary machine PyPI's torch 2.13.0 for Linux is the multi-GB CUDA build, so there
+# take the CPU wheel from PyTorch's own index first:
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# On a CUDA machine run `make install CONSTRAINTS=` so pip takes the CUDA build that matches the pyproject range.
 PYTHON ?= python3
 VENV ?= .venv
 CONSTRAINTS ?= constraints/cpu.txt
+TORCH_INDEX ?=
+TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast bench mlflow clean
+.PHONY: install demo lint test test-fast bench mlflow clean
 
 install: $(STAMP)
 
@@ -26,6 +31,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	fi
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	$(if $(TORCH_INDEX),$(PIP) install --quiet torch==$(TORCH_VERSION) --index-url $(TORCH_INDEX))
 	$(PIP) install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -c "import torch, monai, SimpleITK, itk, nibabel, mlflow, ignite; print('installed: torch', torch.__version__, '| monai', monai.__version__)"
 	touch $(STAMP)
@@ -33,10 +39,15 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 demo: install
 	$(PY) -m pipeline demo --out $(DEMO_DIR)
 
-test: install
+lint: install
+	$(VENV)/bin/ruff check .
+	$(PY) -m pipeline sync-configs unetpp_mri_segmentation --check
+	$(PY) -m pipeline sync-configs unetpp_ct_segmentation --check
+
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: install
+test-fast: lint
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 MLFLOW_DIR ?= mlflow_store

@@ -28,7 +28,7 @@ from pipeline.io.atomic import atomic_path, write_text_atomic
 
 def resample(image: sitk.Image, spacing: list[float], label: bool) -> sitk.Image:
     """``image`` on a grid of ``spacing`` covering the same physical extent (thick-slice smoothing for images)."""
-    size = [max(1, int(round(n * s / t))) for n, s, t in zip(image.GetSize(), image.GetSpacing(), spacing)]
+    size = [max(1, round(n * s / t)) for n, s, t in zip(image.GetSize(), image.GetSpacing(), spacing)]
     source = image
     if not label:
         source = sitk.Cast(image, sitk.sitkFloat32)

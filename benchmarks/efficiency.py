@@ -49,9 +49,9 @@ def measure_clock_ghz() -> float | None:
     with tempfile.TemporaryDirectory() as tmp:
         src, exe = Path(tmp) / "c.c", Path(tmp) / "c"
         src.write_text(CLOCK_C)
-        if subprocess.run(["gcc", "-O1", str(src), "-o", str(exe)], capture_output=True).returncode != 0:
+        if subprocess.run(["gcc", "-O1", str(src), "-o", str(exe)], check=False, capture_output=True).returncode != 0:
             return None
-        runs = [float(subprocess.run([str(exe)], capture_output=True, text=True).stdout) for _ in range(3)]
+        runs = [float(subprocess.run([str(exe)], check=False, capture_output=True, text=True).stdout) for _ in range(3)]
     return max(runs)
 
 
@@ -124,7 +124,8 @@ def main() -> None:
     runs = {}
     for label, env in (("glibc", plain), ("glibc-tuned", allocator_env(plain, "glibc")),
                        ("tcmalloc", allocator_env(plain, "tcmalloc"))):
-        proc = subprocess.run([sys.executable, __file__, "--child"], capture_output=True, text=True, env=env)
+        proc = subprocess.run([sys.executable, __file__, "--child"],
+                              check=False, capture_output=True, text=True, env=env)
         runs[label] = json.loads(proc.stdout.strip().splitlines()[-1])
     sgemm = max(r["sgemm"] for r in runs.values())
     print(f"threads {cores}, measured clock {ghz:.2f} GHz, {per_cycle} fp32 FLOPs/cycle/core ({why})")

@@ -19,11 +19,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved_medians, machine, median, write_json  # noqa: E402
+from _common import interleaved_medians, machine, median, write_json
+from monai.networks.nets import BasicUNetPlusPlus
 
-from monai.networks.nets import BasicUNetPlusPlus  # noqa: E402
-
-from pipeline.networks import UNetPlusPlus  # noqa: E402
+from pipeline.networks import UNetPlusPlus
 
 FEATURES = (32, 32, 64, 128, 256, 32)  # MONAI's default
 

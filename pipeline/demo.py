@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline.errors import PipelineError
 
-__all__ = ["REPO", "run_demo", "dice_scores"]
+__all__ = ["REPO", "dice_scores", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def dice_scores(pred: np.ndarray, truth: np.ndarray, labels: dict[str, str]) -> 
 def _run(cmd: list[str], log: Path) -> None:
     logger.info("$ %s", " ".join(cmd))
     with log.open("w") as handle:
-        proc = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ))
+        proc = subprocess.run(cmd, check=False, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ))
     if proc.returncode != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-25:])
         raise PipelineError(f"command failed with exit status {proc.returncode}: {' '.join(cmd)}\n{tail}\n"

@@ -26,8 +26,15 @@ import platform
 import sys
 from collections.abc import Sequence
 
-__all__ = ["ALLOCATORS", "GLIBC_KEEP_FREED", "JEMALLOC_CONF", "find_allocator", "loaded_allocator", "allocator_env",
-           "reexec_with_allocator"]
+__all__ = [
+    "ALLOCATORS",
+    "GLIBC_KEEP_FREED",
+    "JEMALLOC_CONF",
+    "allocator_env",
+    "find_allocator",
+    "loaded_allocator",
+    "reexec_with_allocator",
+]
 
 #: Library file patterns per allocator, most specific first.
 ALLOCATORS = {

@@ -10,7 +10,8 @@ from pipeline.cli import main
 
 
 def _run(*args):
-    proc = subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "pipeline", *args],
+                          check=False, capture_output=True, text=True, timeout=120)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -76,7 +77,7 @@ def test_library_errors_are_one_line(tmp_path, capsys):
     (["--modality", "pet"], "argument --modality: invalid choice: 'pet'"),
 ])
 def test_plan_bad_arguments_are_one_line(tmp_path, ct_dataset, args, rule):
-    code, out, err = _run("plan", str(ct_dataset), "--out", str(tmp_path / "p.json"), *args)
+    code, _out, err = _run("plan", str(ct_dataset), "--out", str(tmp_path / "p.json"), *args)
     assert code == 2 and err.count("\n") == 1 and rule in err and not (tmp_path / "p.json").exists()
 
 

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 def test_demo_runs_end_to_end(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pipeline", "demo", "--out", str(tmp_path / "demo"), "--epochs", "2",
-                           "--cases", "4"], capture_output=True, text=True, timeout=900)
+                           "--cases", "4"], check=False, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     for step in ("[1/4]", "[2/4]", "[3/4]", "[4/4]", "held-out Dice", "label maps:", "MLflow UI:"):
@@ -28,6 +28,6 @@ def test_demo_runs_end_to_end(tmp_path):
 
 def test_demo_bad_out_is_one_line(tmp_path):
     (tmp_path / "file").write_text("x")
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "demo", "--out", str(tmp_path / "file/sub")],
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "demo", "--out", str(tmp_path / "file/sub")], check=False,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--out must be a writable folder" in proc.stderr

@@ -32,11 +32,11 @@ def test_tuned_glibc_without_a_library():
     assert env["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:" + GLIBC_KEEP_FREED
     assert allocator_env(env, "glibc") == env  # applied once
     code = "from pipeline.fastpath import loaded_allocator; print(loaded_allocator())"
-    probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    probe = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
                            env={**allocator_env(_plain(), "glibc")})
     assert probe.stdout.strip() == "glibc-tuned"
     # the commands re-execute themselves with the tunables when no allocator library is chosen
-    probe = subprocess.run([sys.executable, "-m", "pipeline", "--version"], capture_output=True, text=True,
+    probe = subprocess.run([sys.executable, "-m", "pipeline", "--version"], check=False, capture_output=True, text=True,
                            env={**_plain(), "PIPELINE_ALLOCATOR": "glibc"})
     assert probe.returncode == 0 and probe.stdout.startswith("pipeline ")
 
@@ -56,7 +56,7 @@ def test_tuned_glibc_keeps_freed_memory():
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)")
     faults = {}
     for name, env in (("plain", _plain()), ("tuned", allocator_env(_plain(), "glibc"))):
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env)
         faults[name] = int(proc.stdout.strip().splitlines()[-1])
     assert faults["plain"] > 3 * 14_000  # at least one 56 MB activation (14,000 pages) per pass
     assert faults["tuned"] < faults["plain"] / 10, faults
@@ -68,15 +68,17 @@ def test_commands_run_with_the_caching_allocator():
         pytest.skip("no tcmalloc/jemalloc installed here (Debian: libtcmalloc-minimal4): commands use glibc malloc")
     env = _plain()
     code = "from pipeline.fastpath import loaded_allocator; print(loaded_allocator())"
-    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    plain = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env)
     assert plain.stdout.strip() == "glibc"
     # `python -m pipeline` re-executes itself once with the library preloaded; the version flag proves it ran
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "--version"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "--version"], check=False, capture_output=True, text=True,
                           env={**env, "PIPELINE_ALLOCATOR": "auto"})
     assert proc.returncode == 0 and proc.stdout.startswith("pipeline ")
-    probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=allocator_env(env))
+    probe = subprocess.run([sys.executable, "-c", code],
+                           check=False, capture_output=True, text=True, env=allocator_env(env))
     assert probe.stdout.strip() in ("tcmalloc", "jemalloc")
-    off = subprocess.run([sys.executable, "-m", "pipeline", "bundle", "--help"], capture_output=True, text=True,
+    off = subprocess.run([sys.executable, "-m", "pipeline", "bundle", "--help"], check=False, capture_output=True,
+                         text=True,
                          env={**env, "PIPELINE_ALLOCATOR": "system"})
     assert off.returncode == 0 and "run" in off.stdout + off.stderr
     assert loaded_allocator() in ("glibc", "glibc-tuned", "tcmalloc", "jemalloc")

@@ -23,7 +23,7 @@ import numpy as np
 from pipeline.errors import DatasetError
 from pipeline.io.atomic import write_text_atomic
 
-__all__ = ["make_splits", "save_splits", "load_splits", "split_items", "fold_datalist"]
+__all__ = ["fold_datalist", "load_splits", "make_splits", "save_splits", "split_items"]
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import numpy as np
 from pipeline.data.datalist import Datalist
 from pipeline.data.validation import CaseReport, inspect_datalist
 
-__all__ = ["DatasetSummary", "summarize_reports", "summarize_datalist"]
+__all__ = ["DatasetSummary", "summarize_datalist", "summarize_reports"]
 
 
 @dataclass

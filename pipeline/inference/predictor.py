@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+
 from pipeline.export.torchscript import resolve_device
 from pipeline.inference.windows import sliding_window
 

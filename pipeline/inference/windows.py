@@ -22,7 +22,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-__all__ = ["importance_map", "window_starts", "sliding_window"]
+__all__ = ["importance_map", "sliding_window", "window_starts"]
 
 
 @lru_cache(maxsize=8)
@@ -48,7 +48,7 @@ def window_starts(size: int, roi: int, overlap: float) -> list[int]:
     """Start indices of the windows along one axis of length ``size`` (>= ``roi``)."""
     interval = roi if roi == size else max(int(roi * (1 - overlap)), 1)
     count = 1
-    for d in range(int(math.ceil(size / interval))):
+    for d in range(math.ceil(size / interval)):
         if d * interval + roi >= size:
             count = d + 1
             break

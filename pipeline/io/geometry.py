@@ -60,7 +60,7 @@ class Geometry:
         return len(self.shape)
 
     @classmethod
-    def from_sitk(cls, image) -> Geometry:  # noqa: ANN001 - SimpleITK.Image or ImageFileReader
+    def from_sitk(cls, image) -> Geometry:
         """Geometry of a SimpleITK image (or of an ``ImageFileReader`` after ``ReadImageInformation``)."""
         return cls(
             shape=tuple(int(s) for s in image.GetSize()),
@@ -88,7 +88,7 @@ class Geometry:
         return cls(tuple(int(s) for s in shape), tuple(spacing.tolist()), tuple(origin.tolist()),
                    tuple(direction.ravel().tolist()))
 
-    def apply_to(self, image) -> None:  # noqa: ANN001 - SimpleITK.Image
+    def apply_to(self, image) -> None:
         """Set spacing, origin and direction of a SimpleITK image whose size equals :attr:`shape`."""
         if tuple(image.GetSize()) != self.shape:
             raise ValueError(f"image size {tuple(image.GetSize())} differs from the geometry's shape {self.shape}")

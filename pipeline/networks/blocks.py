@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.blocks import UpSample
 from monai.networks.nets.basic_unet import TwoConv
+from torch import nn
 
 __all__ = ["UpCatNode"]
 

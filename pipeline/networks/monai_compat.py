@@ -31,7 +31,7 @@ from collections.abc import Mapping
 
 import torch
 
-__all__ = ["is_monai_state_dict", "monai_to_ours", "ours_to_monai", "from_monai_state_dict", "to_monai_state_dict"]
+__all__ = ["from_monai_state_dict", "is_monai_state_dict", "monai_to_ours", "ours_to_monai", "to_monai_state_dict"]
 
 _MONAI = re.compile(r"^(?P<kind>conv|upcat|final_conv)_(?P<i>\d+)_(?P<j>\d+)\.(?P<rest>.+)$")
 _OURS = re.compile(r"^(?:(?P<stem>stem)|downs\.(?P<down>\d+)|decoder\.(?P<diag>\d+)\.(?P<node>\d+)|"

@@ -36,12 +36,11 @@ import copy
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import List, Union
 
 import torch
-import torch.nn as nn
 from monai.networks.layers.factories import Conv, Pool
 from monai.networks.nets.basic_unet import TwoConv
+from torch import nn
 
 from pipeline.networks.blocks import UpCatNode
 from pipeline.networks.monai_compat import from_monai_state_dict, is_monai_state_dict
@@ -118,9 +117,9 @@ class UNetPlusPlus(nn.Module):
         self.spatial_dims = int(spatial_dims)
         self.depth = int(depth)
         self.features = fea
-        self.strides: List[List[int]] = _normalise_strides(strides, self.depth, self.spatial_dims)
+        self.strides: list[list[int]] = _normalise_strides(strides, self.depth, self.spatial_dims)
         # smallest input size per axis that level k accepts: the product of its k strides
-        self.min_sizes: List[List[int]] = [
+        self.min_sizes: list[list[int]] = [
             [math.prod(s[d] for s in self.strides[:k]) for d in range(self.spatial_dims)]
             for k in range(1, self.depth + 1)]
         self.deep_supervision = bool(deep_supervision)
@@ -148,12 +147,12 @@ class UNetPlusPlus(nn.Module):
         self.register_load_state_dict_pre_hook(_rename_monai_keys)
 
     def __setattr__(self, name: str, value: object) -> None:
-        if name == "level" and "depth" in self.__dict__:
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= self.depth:
-                raise ValueError(f"level must be an int between 1 and depth={self.depth}, got {value!r}")
+        if name == "level" and "depth" in self.__dict__ and \
+                (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= self.depth):
+            raise ValueError(f"level must be an int between 1 and depth={self.depth}, got {value!r}")
         super().__setattr__(name, value)
 
-    def forward(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """Args:
             x: ``(B, in_channels, *spatial)``; each spatial size at least the product of the strides of the
                 levels computed (16 for the full depth-4 network with strides 2), and larger along one axis at
@@ -178,7 +177,7 @@ class UNetPlusPlus(nn.Module):
             raise ValueError(f"input spatial size must pool to more than one voxel at the deepest level computed "
                              f"(normalisation needs at least two), i.e. exceed {need} along one axis, "
                              f"got {list(x.shape[2:])}")
-        rows: List[List[torch.Tensor]] = [[self.stem(x)]]
+        rows: list[list[torch.Tensor]] = [[self.stem(x)]]
         for k, (down, nodes) in enumerate(zip(self.downs, self.decoder)):
             if k < n:
                 rows.append([down(rows[k][0])])
@@ -188,7 +187,7 @@ class UNetPlusPlus(nn.Module):
                     row.append(node(rows[k - j + 1][j], skip))
         top = rows[0]
         if all_heads:
-            outputs: List[torch.Tensor] = []
+            outputs: list[torch.Tensor] = []
             for j, head in enumerate(self.heads):
                 outputs.insert(0, head(top[j + 1]))
             return outputs

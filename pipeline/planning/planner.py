@@ -121,17 +121,17 @@ class Plan:
                           for c, n in enumerate(i["channels"]))
         crop = "none" if o["crop_threshold"] is None else f"> {o['crop_threshold']:g} (+{o['crop_margin']} voxels)"
         lines = [
-            f"dataset        {i['dataset']}: {i['cases']} cases, {o['in_channels']} channel(s), "
-            f"{o['num_classes']} classes ({_names(list(o['label_names'].values()))})",
+            (f"dataset        {i['dataset']}: {i['cases']} cases, {o['in_channels']} channel(s), "
+            f"{o['num_classes']} classes ({_names(list(o['label_names'].values()))})"),
             f"device         {i['device']} ({i['device_note']}), budget {o['minutes']:g} min",
             f"network        {i['dims']}, depth {len(o['strides'])}, features {o['features']}",
-            f"spacing        median {fmt(i['median_spacing'])} mm -> target {fmt(o['target_spacing'])} mm"
-            f" ({'anisotropic axis ' + str(i['aniso_axis']) if i['aniso_axis'] is not None else 'isotropic rule'})",
-            f"shape          median {x(map(str, i['median_shape']))} at the target spacing; crop {crop} "
-            f"(body {i['body_fraction']:.0%}, non-zero {i['nonzero_fraction']:.0%} of the image)",
+            (f"spacing        median {fmt(i['median_spacing'])} mm -> target {fmt(o['target_spacing'])} mm"
+            f" ({'anisotropic axis ' + str(i['aniso_axis']) if i['aniso_axis'] is not None else 'isotropic rule'})"),
+            (f"shape          median {x(map(str, i['median_shape']))} at the target spacing; crop {crop} "
+            f"(body {i['body_fraction']:.0%}, non-zero {i['nonzero_fraction']:.0%} of the image)"),
             f"patch          {x(map(str, i['patch']))}, strides {strides}",
-            f"batch          {o['batch_size']} volume(s) x {o['samples_per_volume']} patch(es) = {i['batch']} per step"
-            f" ({i['macs_per_step'] / 1e9:.3g} GMAC forward per step)",
+            (f"batch          {o['batch_size']} volume(s) x {o['samples_per_volume']} patch(es) = {i['batch']} per step"
+            f" ({i['macs_per_step'] / 1e9:.3g} GMAC forward per step)"),
             f"normalisation  {norms}",
             f"sampling       patch centres equal per class (background included), {o['num_workers']} data worker(s)",
             f"schedule       {i['step_seconds']:.2f} s/step x {i['steps_per_epoch']} steps/epoch; "
@@ -375,7 +375,7 @@ def _schedule(draft: _Draft, overrides: dict, choice: rules.PatchChoice, prober:
                                      measured.seconds / choice.batch / 3.0)
     epochs, interval, training_min = rules.schedule(draft.minutes, startup, measured.seconds, validation,
                                                     steps_per_epoch)
-    overrides.update(epochs=int(math.ceil(epochs * EPOCH_HEADROOM)), warmup_epochs=max(1, round(0.04 * epochs)),
+    overrides.update(epochs=math.ceil(epochs * EPOCH_HEADROOM), warmup_epochs=max(1, round(0.04 * epochs)),
                      val_interval=interval)
     draft.info.update(step_seconds=measured.seconds, steps_per_epoch=steps_per_epoch, predicted_epochs=epochs,
                       predicted_steps=epochs * steps_per_epoch, startup_minutes=startup / 60.0,

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["flatten_config", "config_params", "git_commit", "datalist_hash", "dataset_tags", "run_tags"]
+__all__ = ["config_params", "datalist_hash", "dataset_tags", "flatten_config", "git_commit", "run_tags"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +89,11 @@ def git_commit(path: str | os.PathLike | None = None) -> str:
     ``"unknown"``."""
     where = Path(path) if path else Path(__file__).resolve().parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
+        sha = subprocess.run(["git", "rev-parse", "HEAD"],
+                             check=False, cwd=where, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], check=False, cwd=where,
                                capture_output=True, text=True, timeout=10)
         return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):

@@ -20,7 +20,7 @@ from ignite.engine import Engine, Events
 from pipeline.tracking.safe_handler import SafeMLFlowHandler
 from pipeline.training.distributed import is_main_process
 
-__all__ = ["render_qc", "ValidationTracker"]
+__all__ = ["ValidationTracker", "render_qc"]
 
 logger = logging.getLogger(__name__)
 

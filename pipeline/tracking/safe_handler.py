@@ -85,8 +85,8 @@ class SafeMLFlowHandler(MLFlowHandler):
         else:  # still release a local SQLite engine, quietly
             try:
                 self._dispose_sqlite_store()
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as exc:  # noqa: BLE001 - closing must never fail the training it followed
+                logger.debug("releasing the local SQLite store failed: %s", exc)
 
     def _log_params(self, params: dict[str, Any]) -> None:
         if not self.cur_run:

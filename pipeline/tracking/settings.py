@@ -24,8 +24,15 @@ from pathlib import Path
 
 from pipeline.io.atomic import write_text_atomic
 
-__all__ = ["RUN_FILE", "configure_http_limits", "tracking_uri", "experiment_name", "run_name", "saved_run",
-           "save_run"]
+__all__ = [
+    "RUN_FILE",
+    "configure_http_limits",
+    "experiment_name",
+    "run_name",
+    "save_run",
+    "saved_run",
+    "tracking_uri",
+]
 
 #: File next to the checkpoints that remembers the MLflow run of a training, for resuming.
 RUN_FILE = "mlflow_run.json"

@@ -35,7 +35,7 @@ def init_distributed(backend: str | None = None) -> torch.device:
                            "(WORLD_SIZE is not set): torchrun --nproc_per_node=N -m monai.bundle run ...")
     use_cuda = torch.cuda.is_available()
     backend = backend or ("nccl" if use_cuda else "gloo")
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():

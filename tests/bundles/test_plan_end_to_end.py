@@ -24,7 +24,8 @@ SMALL = ["--features", "[8,8,16,8]", "--strides", "[[2,2,2],[2,2,2]]", "--ds_wei
 
 def _plan(dataset, out, *extra):
     proc = subprocess.run([sys.executable, "-m", "pipeline", "plan", str(dataset), "--out", str(out),
-                           "--minutes", "1", "--no-progress", *extra], capture_output=True, text=True, timeout=600)
+                           "--minutes", "1", "--no-progress", *extra],
+                           check=False, capture_output=True, text=True, timeout=600)
     return proc
 
 
@@ -66,12 +67,14 @@ def test_two_channel_dataset_plans_trains_exports_and_segments(layout, run, tmp_
                                           "deploy_level=2"]
     export = subprocess.run([sys.executable, "-m", "pipeline", "export", "--bundle", BUNDLE, "--checkpoint",
                              str(root / "models/model.pt"), "--out", str(tmp_path / "m.ts"), "--config", "train",
-                             str(tmp_path / "plan.json"), *network], capture_output=True, text=True, timeout=300)
+                             str(tmp_path / "plan.json"), *network],
+                             check=False, capture_output=True, text=True, timeout=300)
     assert export.returncode == 0, export.stderr[-3000:]
     val = json.loads((root / "models/splits.json").read_text())["folds"][0]["val"]
     source = {"msd": dataset / "imagesTr", "nnunet": dataset / "imagesTr", "csv": data}[layout]
     seg = subprocess.run([sys.executable, "-m", "pipeline", "segment", "--model", str(tmp_path / "m.ts"), "--input",
-                          str(source), "--output", str(tmp_path / "out"), "--no-progress"], capture_output=True,
+                          str(source), "--output", str(tmp_path / "out"), "--no-progress"],
+                          check=False, capture_output=True,
                          text=True, timeout=300)
     assert seg.returncode == 0 and "6 segmented" in seg.stdout, seg.stderr[-3000:]
     label_dir = dataset.parent / "labels" if layout == "csv" else dataset / "labelsTr"

@@ -55,9 +55,9 @@ def test_anisotropic_spacing_keeps_anatomy_in_millimetres():
     assert abs(vol_iso - vol_aniso) / vol_iso < 0.15
 
 
-@pytest.mark.parametrize("bad", [dict(modality="pet"), dict(shape=(10, 10)), dict(spacing=(1, 0, 1))])
+@pytest.mark.parametrize("bad", [{"modality": "pet"}, {"shape": (10, 10)}, {"spacing": (1, 0, 1)}])
 def test_bad_arguments_raise_with_the_rule(bad):
-    args = dict(modality="ct", shape=(10, 10, 10), spacing=(1, 1, 1))
+    args = {"modality": "ct", "shape": (10, 10, 10), "spacing": (1, 1, 1)}
     args.update(bad)
     with pytest.raises(ValueError, match="must be"):
         make_phantom(args["modality"], args["shape"], args["spacing"], np.random.default_rng(0))

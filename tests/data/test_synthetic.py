@@ -70,13 +70,13 @@ def test_2d_option_writes_2d_images_with_labels(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(modality="pet"), "modality must be one of ct, mri, got 'pet'"),
-    (dict(cases=0), "cases must be >= 1, got 0"),
-    (dict(dims=4), "dims must be 2 or 3, got 4"),
-    (dict(shape=(2, 40, 40)), "each >= 4"),
+    ({"modality": "pet"}, "modality must be one of ct, mri, got 'pet'"),
+    ({"cases": 0}, "cases must be >= 1, got 0"),
+    ({"dims": 4}, "dims must be 2 or 3, got 4"),
+    ({"shape": (2, 40, 40)}, "each >= 4"),
 ])
 def test_bad_arguments(tmp_path, kwargs, match):
-    args = dict(modality="ct", cases=1)
+    args = {"modality": "ct", "cases": 1}
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         write_synthetic_dataset(tmp_path, **args)

@@ -138,8 +138,8 @@ def test_duplicate_cases_and_images_are_problems(broken):
 @pytest.mark.parametrize("training, rule", [
     ("imagesTr/ct_000.nii.gz", "'training' must be a list of entries, got str"),
     ([7], "every 'training' entry must be an object with an 'image' (or an image path), got entry 0: 7"),
-    ([{"image": 3, "label": "x.nii.gz"}], "'image' of every 'training' entry must be a path or a list of paths, "
-                                          "got entry 0: 3"),
+    ([{"image": 3, "label": "x.nii.gz"}], ("'image' of every 'training' entry must be a path or a list of paths, "
+                                          "got entry 0: 3")),
 ])
 def test_malformed_listing_is_one_error(broken, training, rule):
     meta = json.loads((broken / "dataset.json").read_text())

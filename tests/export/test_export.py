@@ -108,7 +108,7 @@ def test_cli_export_prints_parity(tmp_path, tiny_checkpoints):
     proc = subprocess.run([sys.executable, "-m", "pipeline", "export", "--bundle", "unetpp_ct_segmentation",
                            "--checkpoint", str(tiny_checkpoints["unetpp_ct_segmentation"]), "--out",
                            str(tmp_path / "ct.ts"), "--level", "2", "--set", "features=[4,4,8,8,16,4]",
-                           "patch_size=[32,32,32]"], capture_output=True, text=True, timeout=300)
+                           "patch_size=[32,32,32]"], check=False, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "parity: max |TorchScript - eager| =" in proc.stdout and "level 2" in proc.stdout
     _, meta = load_torchscript(tmp_path / "ct.ts")
@@ -117,7 +117,8 @@ def test_cli_export_prints_parity(tmp_path, tiny_checkpoints):
 
 def test_cli_export_errors_are_one_line(tmp_path, tiny_checkpoints):
     proc = subprocess.run([sys.executable, "-m", "pipeline", "export", "--bundle", "no_such_bundle", "--checkpoint",
-                           "x.pt", "--out", str(tmp_path / "m.ts")], capture_output=True, text=True, timeout=300)
+                           "x.pt", "--out", str(tmp_path / "m.ts")],
+                           check=False, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--bundle must be a bundle folder" in proc.stderr
 
 
@@ -127,7 +128,8 @@ def test_monai_ckpt_export(bundle, tmp_path, tiny_checkpoints):
     proc = subprocess.run([sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath",
                            str(tmp_path / "m.ts"), "--ckpt_file", str(tiny_checkpoints[bundle]), "--meta_file",
                            str(configs / "metadata.json"), "--config_file", str(configs / "train.json"),
-                           "--features", json.dumps(TINY["features"])], capture_output=True, text=True, timeout=300)
+                           "--features", json.dumps(TINY["features"])],
+                           check=False, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     extra = {"metadata.json": ""}
     module = torch.jit.load(str(tmp_path / "m.ts"), _extra_files=extra).eval()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import os
 import shutil
 import signal
@@ -73,14 +75,15 @@ def test_rerun_skips_complete_outputs_and_cli_exit_status(tmp_path, ct_dataset, 
     args = [sys.executable, "-m", "pipeline", "segment", "--model", str(exported["unetpp_ct_segmentation"]),
             "--input", str(ct_dataset / "imagesTr"), "--output", str(tmp_path / "out"), "--device", "cpu",
             "--no-progress", "--workers", "2"]
-    first = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    first = subprocess.run(args, check=False, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "6 segmented, 0 already complete, 0 failed" in first.stdout
-    again = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(args, check=False, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "0 segmented, 6 already complete, 0 failed" in again.stdout
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad/x.nii.gz").write_bytes(b"junk")
-    bad = subprocess.run([*args[:7], str(tmp_path / "bad"), *args[8:]], capture_output=True, text=True, timeout=600)
+    bad = subprocess.run([*args[:7], str(tmp_path / "bad"), *args[8:]],
+                         check=False, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 1 and "FAILED" in bad.stdout and "x.nii.gz" in bad.stdout
 
 
@@ -103,7 +106,7 @@ def test_resume_after_sigkill(tmp_path, mri_dataset, exported):
     assert 2 <= len(done_before) < 12, "killed mid-job"
     for leftover in (tmp_path / "out").glob(".*.part*"):
         os.utime(leftover, (time.time() - 3600, time.time() - 3600))  # as if left by a job killed an hour ago
-    resumed = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(args, check=False, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"{12 - len(done_before)} segmented, {len(done_before)} already complete, 0 failed" in resumed.stdout
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
@@ -127,7 +130,7 @@ def test_two_shards_cover_every_case_exactly_once(tmp_path, mri_dataset, exporte
 def test_shard_rules_and_env(monkeypatch):
     items = [f"x{i}" for i in range(10)]
     parts = [select_shard(items, (i, 3)) for i in range(3)]
-    assert sorted(sum(parts, [])) == sorted(items) and sum(map(len, parts)) == 10
+    assert sorted(functools.reduce(operator.iadd, parts, [])) == sorted(items) and sum(map(len, parts)) == 10
     assert parse_shard("1/4") == (1, 4)
     for bad in ("4/4", "-1/2", "a/b", "1"):
         with pytest.raises(ValueError, match="shard must be i/n with 0 <= i < n"):
@@ -143,7 +146,8 @@ def test_torchrun_ranks_take_their_share(tmp_path, mri_dataset, exported):
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
                            "-m", "pipeline", "segment", "--model", str(exported["unetpp_mri_segmentation"]),
                            "--input", str(mri_dataset / "imagesTr"), "--output", str(tmp_path / "out"),
-                           "--device", "cpu", "--no-progress"], capture_output=True, text=True, timeout=600,
+                           "--device", "cpu", "--no-progress"],
+                           check=False, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     cases = []
@@ -183,7 +187,7 @@ def test_the_job_does_not_import_monai(tmp_path, mri_dataset, exported):
             f"rc = main(['segment', '--model', {str(exported['unetpp_mri_segmentation'])!r}, '--input', "
             f"{str(mri_dataset / 'imagesTr' / 'mri_000.nii.gz')!r}, '--output', {str(tmp_path)!r}, '--device', 'cpu', "
             "'--no-progress']); print('MONAI' if any(m.split('.')[0] == 'monai' for m in sys.modules) else 'NO-MONAI', rc)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300)
     assert proc.stdout.strip().splitlines()[-1] == "NO-MONAI 0", proc.stderr[-2000:]
 
 

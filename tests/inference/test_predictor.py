@@ -34,11 +34,11 @@ def test_level_and_overlap_are_applied():
     with torch.inference_mode():
         expected = torch.softmax(net(x), 1)
     assert torch.allclose(predictor(x), expected, atol=1e-6)
-    for bad, match in [(dict(level=5), "level must be between 1 and the model's depth 4, got 5"),
-                       (dict(overlap=1.0), "overlap must be >= 0 and < 1, got 1.0"),
-                       (dict(sw_batch_size=0), "sw_batch_size must be >= 1, got 0"),
-                       (dict(precision="int8"), "precision must be one of auto, fp32, bf16, fp16, got 'int8'"),
-                       (dict(precision="fp16"), "precision fp16 needs a CUDA device")]:
+    for bad, match in [({"level": 5}, "level must be between 1 and the model's depth 4, got 5"),
+                       ({"overlap": 1.0}, "overlap must be >= 0 and < 1, got 1.0"),
+                       ({"sw_batch_size": 0}, "sw_batch_size must be >= 1, got 0"),
+                       ({"precision": "int8"}, "precision must be one of auto, fp32, bf16, fp16, got 'int8'"),
+                       ({"precision": "fp16"}, "precision fp16 needs a CUDA device")]:
         with pytest.raises(ValueError, match=match):
             Predictor(_net(), META, device="cpu", **bad)
 

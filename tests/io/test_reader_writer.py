@@ -109,7 +109,8 @@ def test_write_errors(tmp_path):
 def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         partial = args[1]
-        open(partial, "wb").write(b"half")
+        with open(partial, "wb") as handle:
+            handle.write(b"half")
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(sitk, "WriteImage", boom)

@@ -7,7 +7,7 @@ from monai.losses import DiceCELoss
 from pipeline.losses import DeepSupervisedDiceCELoss
 from pipeline.networks import UNetPlusPlus
 
-KW = dict(to_onehot_y=True, softmax=True)
+KW = {"to_onehot_y": True, "softmax": True}
 
 
 def _target(shape=(2, 1, 16, 16, 16)):

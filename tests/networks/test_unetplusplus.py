@@ -14,20 +14,21 @@ SMALL = (4, 4, 8, 8, 16, 4)
 
 # (name, constructor kwargs, input shape): odd sizes on purpose, to catch padding bugs.
 CASES = [
-    ("3d_default", dict(spatial_dims=3, features=SMALL), (1, 1, 33, 32, 19)),
-    ("2d_default", dict(spatial_dims=2, features=SMALL), (2, 1, 33, 47)),
-    ("3d_aniso_batchnorm", dict(spatial_dims=3, features=SMALL, strides=[(2, 2, 1), (2, 2, 1), 2, 2], norm="batch",
-                                in_channels=2), (2, 2, 35, 32, 9)),
-    ("3d_depth3_nontrainable", dict(spatial_dims=3, features=(4, 8, 8, 16, 4), depth=3, upsample="nontrainable",
-                                    act="relu", dropout=0.1), (1, 1, 17, 16, 21)),
-    ("2d_depth5_pixelshuffle", dict(spatial_dims=2, features=(4, 4, 8, 8, 16, 16, 4), depth=5,
-                                    upsample="pixelshuffle"), (1, 1, 64, 37)),
+    ("3d_default", {"spatial_dims": 3, "features": SMALL}, (1, 1, 33, 32, 19)),
+    ("2d_default", {"spatial_dims": 2, "features": SMALL}, (2, 1, 33, 47)),
+    ("3d_aniso_batchnorm",
+     {"spatial_dims": 3, "features": SMALL, "strides": [(2, 2, 1), (2, 2, 1), 2, 2], "norm": "batch",
+                                "in_channels": 2}, (2, 2, 35, 32, 9)),
+    ("3d_depth3_nontrainable", {"spatial_dims": 3, "features": (4, 8, 8, 16, 4), "depth": 3, "upsample": "nontrainable",
+                                    "act": "relu", "dropout": 0.1}, (1, 1, 17, 16, 21)),
+    ("2d_depth5_pixelshuffle", {"spatial_dims": 2, "features": (4, 4, 8, 8, 16, 16, 4), "depth": 5,
+                                    "upsample": "pixelshuffle"}, (1, 1, 64, 37)),
 ]
 
 
 @pytest.fixture(params=CASES, ids=[c[0] for c in CASES])
 def case(request):
-    name, kwargs, shape = request.param
+    _name, kwargs, shape = request.param
     torch.manual_seed(0)
     kwargs = dict(kwargs, out_channels=3, deep_supervision=True)
     net = UNetPlusPlus(**kwargs)
@@ -121,10 +122,10 @@ def test_pruned_levels_compute_only_their_nodes():
 
 @pytest.mark.parametrize("spatial_dims, shape", [(3, (2, 1, 32, 33, 20)), (2, (2, 2, 65, 64))])
 @pytest.mark.parametrize("options", [
-    dict(),
-    dict(norm="batch", act="relu", bias=False),
-    dict(upsample="nontrainable"),
-    dict(upsample="pixelshuffle", dropout=0.0),
+    {},
+    {"norm": "batch", "act": "relu", "bias": False},
+    {"upsample": "nontrainable"},
+    {"upsample": "pixelshuffle", "dropout": 0.0},
 ])
 def test_monai_weight_parity(spatial_dims, shape, options):
     torch.manual_seed(0)
@@ -185,16 +186,16 @@ def test_too_small_input_names_the_divisor():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(spatial_dims=1), "spatial_dims must be 2 or 3, got 1"),
-    (dict(depth=0), "depth must be between 1 and 6, got 0"),
-    (dict(features=(4, 4, 8)), r"features must be depth \+ 2 = 6 positive ints"),
-    (dict(strides=[2, 2]), r"strides must be an int, one per-axis stride, or one entry per level \(4\)"),
-    (dict(strides=[(2, 2), 2, 2, 2]), "each stride must be a positive int or 3 positive ints"),
-    (dict(upsample="bicubic"), "upsample must be one of deconv, nontrainable, pixelshuffle"),
-    (dict(upsample="pixelshuffle", strides=(2, 2, 1)), "pixelshuffle' needs isotropic strides"),
+    ({"spatial_dims": 1}, "spatial_dims must be 2 or 3, got 1"),
+    ({"depth": 0}, "depth must be between 1 and 6, got 0"),
+    ({"features": (4, 4, 8)}, r"features must be depth \+ 2 = 6 positive ints"),
+    ({"strides": [2, 2]}, r"strides must be an int, one per-axis stride, or one entry per level \(4\)"),
+    ({"strides": [(2, 2), 2, 2, 2]}, "each stride must be a positive int or 3 positive ints"),
+    ({"upsample": "bicubic"}, "upsample must be one of deconv, nontrainable, pixelshuffle"),
+    ({"upsample": "pixelshuffle", "strides": (2, 2, 1)}, "pixelshuffle' needs isotropic strides"),
 ])
 def test_bad_arguments(kwargs, match):
-    args = dict(spatial_dims=3, features=SMALL)
+    args = {"spatial_dims": 3, "features": SMALL}
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         UNetPlusPlus(**args)

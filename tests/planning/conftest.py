@@ -26,9 +26,9 @@ def make_fingerprint(shape, spacing, cases=20, channels=1, ct=False, names=None,
     out = []
     for index in range(cases):
         factor = 1 + rng.uniform(-jitter, jitter, len(shape))
-        sh = [max(1, int(round(s * f))) for s, f in zip(shape, factor)]
+        sh = [max(1, round(s * f)) for s, f in zip(shape, factor)]
         sp = [float(v * rng.uniform(1 - jitter / 2, 1 + jitter / 2)) for v in spacing]
-        part = lambda share: [max(1, int(round(v * share ** (1 / len(sh))))) for v in sh]
+        part = lambda share, sh=sh: [max(1, round(v * share ** (1 / len(sh)))) for v in sh]
         out.append(CaseFingerprint(f"case_{index:03d}", sh, sp, sh, sp, "RAS", channels, part(nonzero), part(body),
                                    {"0": int(np.prod(sh)) - 1000, "1": 600, "2": 400},
                                    {"1": list(extent_mm[: len(sh)]), "2": [e / 2 for e in extent_mm[: len(sh)]]},

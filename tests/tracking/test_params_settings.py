@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 
-
 from pipeline.tracking import config_params, datalist_hash, flatten_config, run_name, save_run, tracking_uri
 
 

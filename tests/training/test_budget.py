@@ -63,7 +63,7 @@ def test_without_minutes_nothing_changes_but_the_record(tmp_path):
 
 
 def test_epochs_bound_the_schedule_when_they_end_first():
-    trainer, validator, optimizer = _engines(step_s=0.0, val_s=0.0)
+    trainer, _validator, optimizer = _engines(step_s=0.0, val_s=0.0)
     schedule = WarmupCosineSchedule(optimizer, warmup_steps=1, t_total=10**6)
     budget = TimeBudget(minutes=5, lr_scheduler=schedule, start_time=time.time())
     budget.attach(trainer)
