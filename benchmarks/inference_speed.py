@@ -14,7 +14,10 @@ abdomen CT of ../shared/data/ct_mr_examples at the CT bundle's spacing, with see
 bundle's default network (speed does not depend on the weights; agreement is still checked).
 
     .venv/bin/python benchmarks/inference_speed.py --bundle_root runs/hippo [--cases hippo ct] [--rounds 3]
-        [--level 3] [--overlap 0.5] [--precision auto|fp32|bf16]
+        [--level 3] [--overlap 0.5] [--precision auto|fp32|bf16|fp16] [--device cpu|cuda]
+
+``--device`` (default: CUDA when present) applies to both routes; on CUDA the stock route runs with AMP, as a
+Model Zoo ``inference.json`` does there, and ours with ``--precision auto`` (fp16 autocast).
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ BUNDLES = {"hippo": "unetpp_mri_segmentation", "ct": "unetpp_ct_segmentation"}
 
 
 def stock_worker(bundle: str, weights: str, inputs: str, output: str, overrides: str) -> None:
-    """The stock MONAI route, built from the bundle's preprocessing as an inference.json would list it."""
+    """The stock MONAI route, built from the bundle's preprocessing as an inference.json would list it, on the
+    device that ``overrides["device"]`` names (AMP on CUDA)."""
     import torch
     from monai.bundle import ConfigParser
     from monai.data import DataLoader, Dataset
@@ -57,7 +61,8 @@ def stock_worker(bundle: str, weights: str, inputs: str, output: str, overrides:
         parser[key] = value
     preprocessing = Compose(parser.get_parsed_content("preprocessing"))
     features = parser.get_parsed_content("features")
-    net = BasicUNetPlusPlus(3, 1, parser.get_parsed_content("num_classes"), features=features)
+    device = parser.get_parsed_content("device")
+    net = BasicUNetPlusPlus(3, 1, parser.get_parsed_content("num_classes"), features=features).to(device)
     state = torch.load(weights, map_location="cpu", weights_only=True)
     net.load_state_dict(to_monai_state_dict(state))
     files = sorted(str(p) for p in Path(inputs).iterdir() if p.name.endswith((".nii.gz", ".nii")))
@@ -67,7 +72,7 @@ def stock_worker(bundle: str, weights: str, inputs: str, output: str, overrides:
                     AsDiscreted(keys="pred", argmax=True),
                     SaveImaged(keys="pred", output_dir=output, output_postfix="seg", output_dtype=np.uint8,
                                resample=False, separate_folder=False, print_log=False)])
-    evaluator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=loader, network=net,
+    evaluator = SupervisedEvaluator(device=device, val_data_loader=loader, network=net, amp=device.type == "cuda",
                                     inferer=parser.get_parsed_content("inferer"), postprocessing=post)
     evaluator.run()
 
@@ -83,13 +88,14 @@ def _dice(a: np.ndarray, b: np.ndarray, labels: list[int]) -> float:
 
 def _timed(cmd: list[str], env: dict) -> float:
     start = time.perf_counter()
-    proc = subprocess.run(cmd, env={**env, "PYTHONWARNINGS": "ignore"}, capture_output=True, text=True)
+    proc = subprocess.run(cmd, check=False, env={**env, "PYTHONWARNINGS": "ignore"}, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     return time.perf_counter() - start
 
 
-def prepare(case: str, work: Path, bundle_root: str | None, level: int | None, overlap: float | None):
+def prepare(case: str, work: Path, bundle_root: str | None, level: int | None, overlap: float | None,
+            device: str = "cpu"):
     import torch
 
     from pipeline.export import export_bundle
@@ -97,7 +103,7 @@ def prepare(case: str, work: Path, bundle_root: str | None, level: int | None, o
     bundle = BUNDLES[case]
     inputs = work / f"{case}_in"
     inputs.mkdir()
-    overrides: dict = {"device": "$torch.device('cpu')"}
+    overrides: dict = {"device": f"$torch.device('{device}')"}
     if overlap is not None:
         overrides["sw_overlap"] = overlap
     if case == "hippo":
@@ -130,14 +136,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--level", type=int, default=None, help="level exported for ours (default: bundle config)")
     parser.add_argument("--overlap", type=float, default=None, help="sliding-window overlap for both routes")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                        help="ours: pipeline segment --precision (auto: bf16 on CPUs with native bf16)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                        help="ours: pipeline segment --precision (auto: fp16 on CUDA, bf16 on CPUs with native bf16)")
+    parser.add_argument("--device", default=None, help="cpu or cuda[:N] for both routes (default: cuda when present)")
     parser.add_argument("--stock-worker", nargs=5, metavar=("BUNDLE", "WEIGHTS", "IN", "OUT", "OVERRIDES"))
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     if args.stock_worker:
         stock_worker(*args.stock_worker)
         return
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {device} needs a CUDA GPU; none is visible")
     from _common import machine, median, write_json
 
     from pipeline.export import load_torchscript
@@ -152,7 +164,7 @@ def main() -> None:
                 print("skipping hippo: --bundle_root of a trained MRI model is needed")
                 continue
             bundle, inputs, weights, model, overrides, labels = prepare(case, work, args.bundle_root, args.level,
-                                                                       args.overlap)
+                                                                       args.overlap, device)
             n = len(list(inputs.iterdir()))
             times = {"stock": [], "ours": []}
             for round_no in range(args.rounds):
@@ -164,7 +176,7 @@ def main() -> None:
                                json.dumps(overrides)]
                     else:
                         cmd = [sys.executable, "-m", "pipeline", "segment", "--model", str(model), "--input",
-                               str(inputs), "--output", str(out), "--device", "cpu", "--no-progress",
+                               str(inputs), "--output", str(out), "--device", device, "--no-progress",
                                "--precision", args.precision]
                     times[side].append(_timed(cmd, plain))
                     print(f"{case} round {round_no + 1} {side}: {times[side][-1]:.1f} s", flush=True)
@@ -189,7 +201,7 @@ def main() -> None:
                              ["settings"]["precision"],
                              "dice_vs_labels": {k: float(np.mean(v)) for k, v in truth.items() if v},
                              "labelled_cases": len(truth["ours"])}
-    print(f"\nend to end, median of {args.rounds} rounds, CPU; stock = MONAI route in plain python, ours = "
+    print(f"\nend to end, median of {args.rounds} rounds, {device}; stock = MONAI route in plain python, ours = "
           f"python -m pipeline segment")
     print(f"{'case':<8}{'volumes':>8}{'stock s':>10}{'ours s':>10}{'speed-up':>10}{'level':>7}{'precision':>10}"
           f"{'agreement':>11}{'Dice stock':>12}{'Dice ours':>11}")

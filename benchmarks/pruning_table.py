@@ -3,6 +3,9 @@ GFLOPs per window, seconds per volume and validation Dice (hippocampus fold 0, t
 same preprocessing, sliding window with Gaussian blending, Dice per class).
 
     .venv/bin/python benchmarks/pruning_table.py --bundle_root runs/hippo [--dataset_dir ../shared/data/hippocampus]
+        [--device cpu|cuda]
+
+``--device`` defaults to CUDA when present (with AMP there, as the bundle validates).
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
-from _common import machine, write_json  # noqa: E402
-from network_levels import level_parameters  # noqa: E402
+from _common import machine, write_json
+from network_levels import level_parameters
 
 
 def main() -> None:
@@ -30,7 +33,11 @@ def main() -> None:
     parser_args.add_argument("--dataset_dir", default=str(REPO.parent / "shared/data/hippocampus"))
     parser_args.add_argument("--bundle", default="unetpp_mri_segmentation")
     parser_args.add_argument("--json", default=None)
+    parser_args.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when present)")
     args = parser_args.parse_args()
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        parser_args.error(f"--device {device} needs a CUDA GPU; none is visible")
 
     from monai.bundle import ConfigParser
 
@@ -39,7 +46,8 @@ def main() -> None:
     parser = ConfigParser()
     parser.read_config(str(REPO / "bundles" / args.bundle / "configs" / "train.json"))
     for key, value in {"dataset_dir": args.dataset_dir, "bundle_root": args.bundle_root, "num_workers": 0,
-                       "device": "$torch.device('cpu')", "check_data": "none", "validate#handlers": []}.items():
+                       "device": f"$torch.device('{device}')", "amp": device.startswith("cuda"),
+                       "check_data": "none", "validate#handlers": []}.items():
         parser[key] = value
     network = parser.get_parsed_content("network_def")
     load_network_weights(network, Path(args.bundle_root) / "models" / "model.pt")
@@ -51,14 +59,16 @@ def main() -> None:
         network.level = level
         network.eval()
         with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-            network(torch.zeros(1, 1, *patch))
+            network(torch.zeros(1, parser.get_parsed_content("in_channels"), *patch, device=device))
         start = time.perf_counter()
         evaluator.run()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
         seconds = (time.perf_counter() - start) / cases
         metrics = {k: float(v) for k, v in evaluator.state.metrics.items()}
         rows.append({"level": level, "params": level_parameters(network, level),
                      "gflops_per_window": counter.get_total_flops() / 1e9, "seconds_per_volume": seconds, **metrics})
-    print(f"\n{args.bundle}, {cases} validation volumes, window {patch}, CPU ({machine()['allocator']})")
+    print(f"\n{args.bundle}, {cases} validation volumes, window {patch}, {device} ({machine()['allocator']})")
     names = [k for k in rows[0] if k.startswith("val_")]
     print(f"{'level':<7}{'params':>10}{'GFLOPs':>9}{'s/volume':>10}" + "".join(f"{n[4:]:>16}" for n in names))
     for r in rows:

@@ -11,7 +11,10 @@ alternate between the configurations. Configurations: stock MONAI as users run i
 allocator alone does, and ours as it runs where no allocator library is installed (glibc tuned by
 ``GLIBC_TUNABLES`` to keep freed memory).
 
-    .venv/bin/python benchmarks/training_throughput.py [--iterations 15] [--rounds 3]
+    .venv/bin/python benchmarks/training_throughput.py [--iterations 15] [--rounds 3] [--device cpu|cuda]
+
+``--device`` (default: CUDA when present) applies to both sides; on CUDA both train with AMP (the bundle's
+default there) and the allocator rows are left out (they concern host memory only).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ def _data(tmp: Path) -> Path:
     return write_synthetic_dataset(tmp / "synth", "mri", cases=20, seed=0, shape=(36, 50, 36)).parent
 
 
-def _parser(data: Path, tmp: Path, iterations: int):
+def _parser(data: Path, tmp: Path, iterations: int, device: str = "cpu"):
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
@@ -56,19 +59,20 @@ def _parser(data: Path, tmp: Path, iterations: int):
                  "check_data": "none", "cache_rate": 1.0, "splits_file": None,
                  "datalist": "$pipeline.training.prepare_fold(@dataset_dir, check='none')",
                  "train#dataset#data": f"$@datalist['train'][:{max(16, (WARMUP + iterations) * BATCH)}]",
-                 "train#trainer#epoch_length": WARMUP + iterations, "device": "$torch.device('cpu')"}
+                 "train#trainer#epoch_length": WARMUP + iterations, "device": f"$torch.device('{device}')",
+                 "amp": device.startswith("cuda")}
     for key, value in overrides.items():
         parser[key] = value
     return parser
 
 
-def worker(side: str, iterations: int, out: Path) -> None:
+def worker(side: str, iterations: int, out: Path, device: str = "cpu") -> None:
     import torch
     from ignite.engine import Events
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        parser = _parser(_data(tmp), tmp, iterations)
+        parser = _parser(_data(tmp), tmp, iterations, device)
         if side == "ours":
             trainer = parser.get_parsed_content("train#trainer")
         else:
@@ -81,12 +85,13 @@ def worker(side: str, iterations: int, out: Path) -> None:
             net = BasicUNetPlusPlus(3, 1, 3, features=FEATURES, deep_supervision=True)
             loss = DeepSupervisionLoss(DiceCELoss(to_onehot_y=True, softmax=True, batch=True), weight_mode="exp")
             optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-5)
-            trainer = SupervisedTrainer(device=torch.device("cpu"), max_epochs=1, epoch_length=WARMUP + iterations,
-                                        train_data_loader=parser.get_parsed_content("train#dataloader"), network=net,
-                                        optimizer=optimizer, loss_function=loss, inferer=SimpleInferer(),
-                                        decollate=False)
+            trainer = SupervisedTrainer(device=torch.device(device), max_epochs=1, epoch_length=WARMUP + iterations,
+                                        train_data_loader=parser.get_parsed_content("train#dataloader"),
+                                        network=net.to(device), optimizer=optimizer, loss_function=loss,
+                                        inferer=SimpleInferer(), decollate=False, amp=device.startswith("cuda"))
         stamps: list[float] = []
-        trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: stamps.append(time.perf_counter()))
+        sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: (sync(), stamps.append(time.perf_counter())))
         trainer.run()
         seconds = stamps[-1] - stamps[WARMUP - 1]
         samples = iterations * BATCH * int(parser.get_parsed_content("samples_per_volume"))
@@ -105,10 +110,16 @@ def main() -> None:
     parser.add_argument("--worker", choices=("ours", "stock"))
     parser.add_argument("--out")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when present)")
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.iterations, Path(args.out))
+        worker(args.worker, args.iterations, Path(args.out), args.device or "cpu")
         return
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {device} needs a CUDA GPU; none is visible")
     from _common import machine, median, write_json
 
     from pipeline.fastpath import allocator_env, find_allocator
@@ -118,7 +129,9 @@ def main() -> None:
     library = "tcmalloc" if "tcmalloc" in (find_allocator() or "") else "jemalloc" if find_allocator() else ""
     configs = [("stock MONAI (glibc)", "stock", plain), (f"ours (default: {library or 'tuned glibc'})", "ours", fast),
                (f"stock MONAI + {library or 'tuned glibc'}", "stock", fast), ("ours with plain glibc", "ours", plain)]
-    if library:  # what users without the library get: glibc tuned to keep freed memory
+    if device.startswith("cuda"):  # the allocator rows concern host memory; on a GPU compare the two steps only
+        configs = configs[:2]
+    elif library:  # what users without the library get: glibc tuned to keep freed memory
         configs.append(("ours (no library installed: tuned glibc)", "ours", allocator_env(plain, "glibc")))
     results: dict[str, list[dict]] = {name: [] for name, _, _ in configs}
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,13 +139,13 @@ def main() -> None:
             for name, side, env in configs:
                 out = Path(tmp) / "r.json"
                 subprocess.run([sys.executable, __file__, "--worker", side, "--iterations", str(args.iterations),
-                                "--out", str(out)], env={**env, "PYTHONWARNINGS": "ignore"}, check=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                "--out", str(out), "--device", device], env={**env, "PYTHONWARNINGS": "ignore"},
+                               check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 results[name].append(json.loads(out.read_text()))
                 print(f"round {round_no + 1}: {name}: {results[name][-1]['samples_per_s']:.2f} samples/s", flush=True)
     base = median([r["samples_per_s"] for r in results[configs[0][0]]])
     print(f"\ntraining step, patch {PATCH}, batch {BATCH}, features {FEATURES}, {args.iterations} iterations after "
-          f"{WARMUP} warm-up, median of {args.rounds} rounds, CPU")
+          f"{WARMUP} warm-up, median of {args.rounds} rounds, {device}")
     print(f"{'configuration':<42}{'samples/s':>11}{'peak RSS MB':>13}{'vs stock':>10}")
     rows = []
     for name, _, _ in configs:

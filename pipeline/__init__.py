@@ -1,8 +1,8 @@
 """UNet++ segmentation pipeline for CT and MRI on MONAI.
 
 Sub-packages: ``data`` (datalists, folds, synthetic phantoms), ``io`` (medical image reading/writing),
-``networks`` (UNet++), ``losses``, ``inference``, ``export``, ``tracking``. ``cli`` holds the thin
-command-line front end (``python -m pipeline --help``).
+``networks`` (UNet++), ``losses``, ``inference``, ``export``, ``tracking``, ``zoo`` (Model Zoo layout).
+``cli`` holds the thin command-line front end (``python -m pipeline --help``).
 
 Heavy dependencies (torch, MONAI) are imported by the sub-packages that need them, never here, so that
 ``python -m pipeline synth`` starts in well under a second.
@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 __all__ = ["__version__"]
 
 _SUBPACKAGES = ("cli", "data", "errors", "export", "inference", "io", "losses", "networks", "tracking", "training",
-                "transforms")
+                "transforms", "zoo")
 
 
 def __getattr__(name: str) -> ModuleType:

@@ -7,6 +7,7 @@ Commands:
     folds     write a seeded K-fold split file
     plan      fingerprint a dataset and plan a bundle training for it (spacing, patch, network, schedule)
     export    export a trained bundle to TorchScript with its deployment metadata (parity-checked)
+    sync-configs  copy train.json's shared definitions into the stand-alone inference.json (--check: compare)
     segment   segment a file, folder or CSV list with an exported model; exit status 1 when a case failed
     demo      the main job on built-in synthetic data
     bundle    ``python -m monai.bundle ...`` with this package's speed defaults (e.g. ``bundle run training ...``)
@@ -328,6 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_segment)
 
+    p = sub.add_parser("sync-configs", help="copy train.json's shared keys into the stand-alone inference.json")
+    p.add_argument("bundle", help="bundle folder, or a name under bundles/")
+    p.add_argument("--check", action="store_true", help="only compare; exit 1 when inference.json differs")
+    p.set_defaults(func=_cmd_sync_configs)
+
     sub.add_parser("bundle", help="python -m monai.bundle ... with the fast allocator (e.g. bundle run training ...)")
 
     p = sub.add_parser("demo", help="the main job on built-in synthetic data")
@@ -337,6 +343,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=_cmd_demo)
     return parser
+
+
+def _cmd_sync_configs(args: argparse.Namespace) -> int:
+    from pipeline.zoo import sync_inference_config
+
+    changed = sync_inference_config(_bundle_dir(args.bundle), check=args.check)
+    if changed and args.check:
+        print(f"inference.json differs from train.json in: {', '.join(changed)} "
+              f"(run `python -m pipeline sync-configs {args.bundle}`)")
+        return 1
+    print(f"inference.json {'now shares' if changed else 'shares'} train.json's definitions"
+          + (f" (updated: {', '.join(changed)})" if changed else ""))
+    return 0
 
 
 def _bundle_passthrough(rest: Sequence[str]) -> int:

@@ -31,22 +31,37 @@ from monai.utils import string_list_all_gather
 
 from pipeline.io.atomic import write_text_atomic
 
-__all__ = ["per_class_metrics", "MetricsReport"]
+__all__ = ["MetricsReport", "per_class_metrics"]
 
 logger = logging.getLogger(__name__)
 
 _KINDS = ("dice", "hd95")
 
 
-class _SpacedHausdorff(HausdorffDistanceMetric):
-    """HD95 in millimetres: MONAI's metric with a fixed voxel spacing (its ignite handler passes none)."""
+def _label_spacing(y: torch.Tensor) -> list[float] | None:
+    """Voxel size of a (batched) label from its affine; None when it carries none."""
+    affine = getattr(y, "affine", None)
+    if affine is None:
+        return None
+    affine = torch.as_tensor(affine, dtype=torch.float64)
+    affine = affine[0] if affine.ndim == 3 else affine
+    dims = y.ndim - 2
+    return [float(v) for v in torch.linalg.norm(affine[:dims, :dims], dim=0)]
 
-    def __init__(self, spacing: Sequence[float] | None, **kwargs: object) -> None:
+
+class _SpacedHausdorff(HausdorffDistanceMetric):
+    """HD95 in millimetres: MONAI's metric with a voxel spacing (its ignite handler passes none): fixed, or
+    ``"label"`` for each case's own, read from the label's affine (evaluation on the original grids)."""
+
+    def __init__(self, spacing: Sequence[float] | str | None, **kwargs: object) -> None:
         super().__init__(**kwargs)
-        self.spacing = None if spacing is None else [float(s) for s in spacing]
+        if isinstance(spacing, str) and spacing != "label":
+            raise ValueError(f"HD95 spacing must be a list of mm, 'label' or None, got '{spacing}'")
+        self.spacing = spacing if spacing is None or isinstance(spacing, str) else [float(s) for s in spacing]
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor, **kwargs: object) -> torch.Tensor:
-        return super()._compute_tensor(y_pred, y, spacing=self.spacing)
+        spacing = _label_spacing(y) if self.spacing == "label" else self.spacing
+        return super()._compute_tensor(y_pred, y, spacing=spacing)
 
 
 def _channel(c: int) -> Callable:
@@ -60,7 +75,7 @@ def _channel(c: int) -> Callable:
 
 
 def per_class_metrics(label_names: Mapping, kinds: Iterable[str] = ("dice",), prefix: str = "val",
-                      save_details: bool = True, spacing: Sequence[float] | None = None) -> dict:
+                      save_details: bool = True, spacing: Sequence[float] | str | None = None) -> dict:
     """One MONAI metric handler per (kind, foreground class), keyed ``{prefix}_{kind}_{name}``.
 
     Args:
@@ -68,7 +83,8 @@ def per_class_metrics(label_names: Mapping, kinds: Iterable[str] = ("dice",), pr
         kinds: any of ``"dice"``, ``"hd95"``. Defaults to ``("dice",)``.
         prefix: metric name prefix. Defaults to ``"val"``.
         save_details: keep per-case values in ``engine.state.metric_details`` (for reports). Defaults to True.
-        spacing: voxel size in mm of the evaluated grid, so that HD95 is in mm. Defaults to None (voxels).
+        spacing: voxel size in mm of the evaluated grid, so that HD95 is in mm, or ``"label"``: each case's own,
+            from its label's affine (evaluation on the original grids). Defaults to None (voxels).
 
     The evaluator's ``pred`` and ``label`` must be one-hot, ``(C, *spatial)`` per case.
     """
@@ -106,13 +122,17 @@ class MetricsReport:
         output_dir: folder (created).
         image_key: key whose ``meta["filename_or_obj"]`` names each case. Defaults to ``"image"``.
         prefix: only metrics whose names start with it are reported. Defaults to ``""`` (all).
+        grid: the grid the metrics were computed on, written into ``metrics.json`` (e.g. ``"original"`` or
+            ``"resampled to 1.0x1.0x1.0 mm"``). Defaults to None (not stated).
 
     NaN and infinite values (e.g. HD95 of a class absent from both prediction and label) are written as null
     in JSON and empty in CSV, and left out of the means.
     """
 
-    def __init__(self, output_dir: str | os.PathLike, image_key: str = "image", prefix: str = "") -> None:
+    def __init__(self, output_dir: str | os.PathLike, image_key: str = "image", prefix: str = "",
+                 grid: str | None = None) -> None:
         self.output_dir = Path(output_dir)
+        self.grid = grid
         self.image_key = image_key
         self.prefix = prefix
         self._names: list[str] = []
@@ -157,8 +177,8 @@ class MetricsReport:
             per_case.append(row)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         elapsed = round(time.time() - self._started, 1)
-        report = {"epoch": engine.state.epoch, "elapsed_s": elapsed, "cases": len(names), "mean": metrics,
-                  "per_case": per_case}
+        report = {"epoch": engine.state.epoch, "elapsed_s": elapsed, "cases": len(names), "grid": self.grid,
+                  "mean": metrics, "per_case": per_case}
         write_text_atomic(self.output_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
         with (self.output_dir / "history.jsonl").open("a") as handle:
             handle.write(json.dumps({"epoch": engine.state.epoch, "elapsed_s": elapsed, **metrics}) + "\n")

@@ -10,11 +10,11 @@ import pytest
 from monai.bundle import ConfigParser
 from monai.bundle.config_item import ComponentLocator
 
-from .conftest import BUNDLES, NAMES, REPO, check, configs, run_bundle
+from .conftest import BUNDLES, NAMES, REPO, check, run_bundle
 
 ALL_CONFIGS = sorted(BUNDLES.glob("*/configs/*.json"))
-COMBINATIONS = [("train",), ("train", "evaluate"), ("train", "inference"), ("train", "train_2d"),
-                ("train", "multi_gpu_train"), ("train", "train_2d", "inference")]
+COMBINATIONS = [("train",), ("train", "evaluate"), ("train", "train_2d"), ("train", "multi_gpu_train"),
+                ("inference",), ("inference", "train_2d"), ("train", "inference")]
 REQUIRED_FILES = ["configs/metadata.json", "configs/train.json", "configs/evaluate.json", "configs/inference.json",
                   "configs/multi_gpu_train.json", "configs/train_2d.json", "configs/logging.conf", "docs/README.md",
                   "LICENSE"]
@@ -63,13 +63,19 @@ def test_config_combinations_parse_with_the_standard_keys(bundle, combo):
     parser = ConfigParser()
     parser.read_config([str(BUNDLES / bundle / "configs" / f"{n}.json") for n in combo])
     parser.read_meta(str(BUNDLES / bundle / "configs" / "metadata.json"))
-    for key in ("bundle_root", "device", "dataset_dir", "network_def", "inferer", "train#trainer",
-                "validate#evaluator", "run", "training"):
+    for key in ("bundle_root", "device", "dataset_dir", "network_def", "inferer", "preprocessing", "run"):
         assert key in parser, key
+    if "train" in combo:
+        assert "train#trainer" in parser and "validate#evaluator" in parser
     if "inference" in combo:
-        assert "infer#evaluator" in parser and "inference" in parser
+        assert "evaluator" in parser and "dataset" in parser and "inference" in parser
         parser["device"] = "$torch.device('cpu')"
         assert parser.get_parsed_content("network_def").level == parser.get_parsed_content("deploy_level")
+        if "train_2d" in combo:
+            assert parser.get_parsed_content("network_def").spatial_dims == 2
+            assert type(parser.get_parsed_content("inferer")).__name__ == "SliceInferer"
+    elif "train" in combo:
+        assert "training" in parser
     if "evaluate" in combo:
         assert "evaluating" in parser
 
@@ -94,14 +100,6 @@ def test_verify_metadata_offline(bundle, tmp_path):
         pytest.skip(f"MONAI's metadata schema is not available offline: {schema} is absent")
     check(run_bundle("verify_metadata", "--meta_file", str(BUNDLES / bundle / "configs/metadata.json"),
                      "--filepath", str(schema), cwd=tmp_path))
-
-
-@pytest.mark.parametrize("bundle", NAMES)
-def test_verify_net_in_out(bundle, tmp_path):
-    proc = check(run_bundle("verify_net_in_out", "network_def", "--meta_file",
-                            str(BUNDLES / bundle / "configs/metadata.json"), "--config_file",
-                            configs(bundle, "train"), cwd=tmp_path))
-    assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("bundle", NAMES)

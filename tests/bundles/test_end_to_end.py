@@ -27,7 +27,7 @@ def trained(request, tiny_datasets, tmp_path_factory):
 
 
 def test_training_saves_best_model_latest_state_split_and_metrics(trained):
-    bundle, data, root, log = trained
+    _bundle, data, root, log = trained
     assert (root / "models/model.pt").is_file()
     state = torch.load(root / "models/checkpoint_latest.pt", weights_only=False)
     assert set(state) == {"network", "optimizer", "lr_scheduler", "time_budget", "trainer"}
@@ -49,6 +49,7 @@ def test_evaluate_writes_dice_and_hd95_per_class(trained):
     check(run_bundle("run", "evaluating", "--config_file", configs(bundle, "train", "evaluate"), "--dataset_dir",
                      str(data), "--bundle_root", str(root), *TINY, cwd=root))
     report = json.loads((root / "eval/evaluation/metrics.json").read_text())
+    assert report["grid"].startswith("original")
     names = [n for k, n in json.loads((data / "dataset.json").read_text())["labels"].items() if k != "0"]
     for name in names:
         assert f"val_dice_{name}" in report["mean"] and f"val_hd95_{name}" in report["mean"]
@@ -66,7 +67,7 @@ def test_inference_writes_labels_on_each_inputs_own_grid(trained, tmp_path, requ
     for index in range(3):  # stored RAS, LPS and LAS
         name = f"{MODALITY[bundle]}_{index:03d}.nii.gz"
         shutil.copy(data / "imagesTr" / name, inputs / name)
-    check(run_bundle("run", "inference", "--config_file", configs(bundle, "train", "inference"), "--input_path",
+    check(run_bundle("run", "inference", "--config_file", configs(bundle, "inference"), "--input_dir",
                      str(inputs), "--bundle_root", str(root), "--prediction_dir", str(tmp_path / "out"),
                      "--deploy_level", "2", *TINY, cwd=root))
     for index, code in enumerate(("RAS", "LPS", "LAS")):
@@ -87,7 +88,7 @@ def test_ct_inference_on_a_dicom_series_writes_nifti_on_its_grid(trained, tmp_pa
 
     inputs = tmp_path / "in"
     shutil.copytree(ct_mr_examples / "example_ct_dicom", inputs / "series")
-    check(run_bundle("run", "inference", "--config_file", configs(bundle, "train", "inference"), "--input_path",
+    check(run_bundle("run", "inference", "--config_file", configs(bundle, "inference"), "--input_dir",
                      str(inputs), "--bundle_root", str(root), "--prediction_dir", str(tmp_path / "out"), *TINY,
                      "--patch_size", "[128,128,32]", "--sw_overlap", "0.25", cwd=root))  # few, large windows
     outputs = list((tmp_path / "out").glob("*.nii.gz"))
@@ -106,8 +107,8 @@ def test_2d_variant_trains_on_slices_and_segments_volumes(bundle, tiny_datasets,
     inputs = tmp_path / "in"
     inputs.mkdir()
     shutil.copy(data / "imagesTr" / f"{MODALITY[bundle]}_001.nii.gz", inputs)
-    check(run_bundle("run", "inference", "--config_file", configs(bundle, "train", "train_2d", "inference"),
-                     "--input_path", str(inputs), "--bundle_root", str(tmp_path), *tiny_2d, cwd=tmp_path))
+    check(run_bundle("run", "inference", "--config_file", configs(bundle, "inference", "train_2d"),
+                     "--input_dir", str(inputs), "--bundle_root", str(tmp_path), *tiny_2d, cwd=tmp_path))
     source = nib.load(inputs / f"{MODALITY[bundle]}_001.nii.gz")
     seg = nib.load(tmp_path / "predictions" / f"{MODALITY[bundle]}_001_seg.nii.gz")
     assert seg.shape == source.shape and np.allclose(seg.affine, source.affine, atol=1e-4)

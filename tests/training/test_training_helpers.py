@@ -140,3 +140,31 @@ def test_init_distributed_needs_torchrun(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     with pytest.raises(RuntimeError, match="must be started with torchrun"):
         init_distributed()
+
+
+def test_hd95_on_original_grids_reads_each_cases_spacing(tmp_path):
+    from monai.data import MetaTensor
+
+    label = torch.zeros(2, 12, 12, 12)
+    label[1, 4:8, 4:8, 4:8] = 1
+    label[0] = 1 - label[1]
+    pred = label.clone()
+    pred[1, 8, 4:8, 4:8], pred[0, 8, 4:8, 4:8] = 1, 0  # one extra plane along the first axis
+    names = {"0": "background", "1": "liver"}
+    results = {}
+    for spacing, affine_x in (("label", 3.0), ([1.0, 1.0, 1.0], 3.0), (None, 3.0), ("label", 1.0)):
+        affine = torch.diag(torch.tensor([affine_x, 1.0, 1.0, 1.0]))
+        metric = per_class_metrics(names, ["hd95"], spacing=spacing, prefix="e")["e_hd95_liver"]
+        evaluator = Engine(lambda e, b, a=affine: [{"image": MetaTensor(torch.zeros(1, 12, 12, 12)), "pred": pred,
+                                                   "label": MetaTensor(label, affine=a)}])
+        metric.attach(evaluator, "hd")
+        MetricsReport(tmp_path, grid="original").attach(evaluator)
+        evaluator.run([0], max_epochs=1)
+        results[(str(spacing), affine_x)] = evaluator.state.metrics["hd"]
+    assert results[("label", 3.0)] == pytest.approx(3.0), "one voxel along an axis of 3 mm voxels"
+    assert results[("label", 1.0)] == pytest.approx(1.0)
+    assert results[("[1.0, 1.0, 1.0]", 3.0)] == pytest.approx(1.0), "a fixed spacing ignores the label's"
+    assert results[("None", 3.0)] == pytest.approx(1.0), "voxels"
+    assert json.loads((tmp_path / "metrics.json").read_text())["grid"] == "original"
+    with pytest.raises(ValueError, match="HD95 spacing must be a list of mm, 'label' or None, got 'mm'"):
+        per_class_metrics(names, ["hd95"], spacing="mm")

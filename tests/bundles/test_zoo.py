@@ -1,0 +1,132 @@
+"""What the Model Zoo's CI runs on a bundle, with MONAI's own functions: a stand-alone inference.json
+(``verify_net_in_out``, ``ckpt_export``), ``ConfigWorkflow.check_properties`` for training and inference, and a
+DistributedSampler that gives ranks different cases every epoch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow
+
+from pipeline.zoo import SHARED_KEYS, sync_inference_config
+
+from .conftest import BUNDLES, MODALITY, NAMES, REPO, check, run_bundle
+
+
+def _inference(bundle: str) -> str:
+    return str(BUNDLES / bundle / "configs" / "inference.json")
+
+
+def _meta(bundle: str) -> str:
+    return str(BUNDLES / bundle / "configs" / "metadata.json")
+
+
+@pytest.mark.parametrize("bundle", NAMES)
+def test_inference_json_shares_train_jsons_definitions(bundle):
+    assert sync_inference_config(BUNDLES / bundle, check=True) == []
+    inference = json.loads((BUNDLES / bundle / "configs/inference.json").read_text())
+    assert list(inference)[: len(SHARED_KEYS)] == list(SHARED_KEYS)
+    for key in ("network_def", "preprocessing", "postprocessing", "inferer", "dataset", "evaluator", "ckpt_path",
+                "handlers", "bundle_root", "device", "dataset_dir"):
+        assert key in inference, key
+
+
+def test_sync_configs_reports_and_repairs_drift(tmp_path):
+    bundle = tmp_path / "b"
+    shutil.copytree(BUNDLES / NAMES[1], bundle, ignore=shutil.ignore_patterns("models"))
+    train = json.loads((bundle / "configs/train.json").read_text())
+    train["patch_size"] = [24, 24, 24]
+    (bundle / "configs/train.json").write_text(json.dumps(train, indent=4))
+    cmd = [sys.executable, "-m", "pipeline", "sync-configs", str(bundle)]
+    proc = subprocess.run([*cmd, "--check"], capture_output=True, text=True, cwd=REPO, check=False)
+    assert proc.returncode == 1 and "inference.json differs from train.json in: patch_size" in proc.stdout
+    assert subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False).returncode == 0
+    assert json.loads((bundle / "configs/inference.json").read_text())["patch_size"] == [24, 24, 24]
+    assert subprocess.run([*cmd, "--check"], capture_output=True, cwd=REPO, check=False).returncode == 0
+
+
+@pytest.mark.parametrize("bundle", NAMES)
+def test_check_properties_finds_nothing_missing(bundle, tiny_datasets, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_datasets[MODALITY[bundle]], data)
+    shutil.copytree(data / "imagesTr", data / "imagesTs")
+    configs = BUNDLES / bundle / "configs"
+    for config, kind in (("train.json", "train"), ("inference.json", "inference")):
+        workflow = ConfigWorkflow(config_file=str(configs / config), meta_file=_meta(bundle), workflow_type=kind,
+                                  logging_file=str(configs / "logging.conf"), dataset_dir=str(data),
+                                  bundle_root=str(tmp_path), device="$torch.device('cpu')")
+        workflow.initialize()
+        assert workflow.check_properties() == [], config
+    assert len(workflow.dataset) == 6, "inference reads imagesTs by default, not the whole dataset folder"
+
+
+@pytest.mark.parametrize("bundle", NAMES)
+def test_verify_net_in_out_with_inference_json_alone(bundle, tmp_path):
+    proc = check(run_bundle("verify_net_in_out", "network_def", "--meta_file", _meta(bundle), "--config_file",
+                            _inference(bundle), "--device", "cpu", cwd=tmp_path))
+    assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("bundle", NAMES)
+def test_ckpt_export_with_inference_json_alone(bundle, tmp_path):
+    parser = ConfigParser()
+    parser.read_config(_inference(bundle))
+    parser["device"] = "$torch.device('cpu')"
+    net = parser.get_parsed_content("network_def")
+    (tmp_path / "models").mkdir()
+    torch.save(net.state_dict(), tmp_path / "models/model.pt")
+    check(run_bundle("ckpt_export", "network_def", "--filepath", str(tmp_path / "models/model.ts"), "--ckpt_file",
+                     str(tmp_path / "models/model.pt"), "--meta_file", _meta(bundle), "--config_file",
+                     _inference(bundle), "--bundle_root", str(tmp_path), cwd=tmp_path))
+    scripted = torch.jit.load(str(tmp_path / "models/model.ts"))
+    x = torch.randn(1, parser["in_channels"], *[32] * parser["spatial_dims"])
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), net.eval()(x), atol=1e-5)
+    assert net.level == parser.get_parsed_content("deploy_level"), "exported at the deployment level"
+
+
+def _sampled_cases(rank: int, world: int, port: int, queue) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLES / NAMES[1] / "configs" / f) for f in ("train.json", "multi_gpu_train.json")])
+    parser["train#dataset"] = list(range(10))
+    parser["validate#dataset"] = list(range(5))
+    train, val = parser.get_parsed_content("train#sampler"), parser.get_parsed_content("validate#sampler")
+    epochs = []
+    for epoch in (1, 2):
+        train.set_epoch(epoch)  # what MONAI's engine does at each EPOCH_STARTED
+        epochs.append(list(train))
+    queue.put((rank, epochs, list(val)))
+    torch.distributed.destroy_process_group()
+
+
+def test_multi_gpu_sampler_reshuffles_across_ranks_every_epoch():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    procs = [ctx.Process(target=_sampled_cases, args=(r, 2, port, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = {r: (e, v) for r, e, v in (queue.get() for _ in procs)}
+    for p in procs:
+        p.join(60)
+    (r0, v0), (r1, v1) = results[0], results[1]
+    for epoch in (0, 1):
+        assert sorted(r0[epoch] + r1[epoch]) == list(range(10)), "together the ranks see every case once"
+    assert r0[0] != r0[1], "rank 0 sees other cases (or another order) in the next epoch"
+    assert set(r0[0]) != set(r0[1]) or set(r1[0]) != set(r1[1]), "the partition changes between epochs"
+    assert sorted(v0 + v1) == list(range(5)), "validation split across ranks, no case twice"
