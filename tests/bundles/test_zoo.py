@@ -130,3 +130,72 @@ def test_multi_gpu_sampler_reshuffles_across_ranks_every_epoch():
     assert r0[0] != r0[1], "rank 0 sees other cases (or another order) in the next epoch"
     assert set(r0[0]) != set(r0[1]) or set(r1[0]) != set(r1[1]), "the partition changes between epochs"
     assert sorted(v0 + v1) == list(range(5)), "validation split across ranks, no case twice"
+
+
+@pytest.mark.parametrize("bundle", NAMES)
+def test_docs_have_the_model_zoo_sections_and_no_machine_paths(bundle):
+    text = (BUNDLES / bundle / "docs/README.md").read_text()
+    headings = [line[3:].strip() for line in text.splitlines() if line.startswith("## ")]
+    for section in ("Model Overview", "Data", "Training configuration", "Performance", "MONAI Bundle Commands",
+                    "References", "License"):
+        assert section in headings, section
+    for path in ("/work/", "../shared", "/root/", "/usr/lib/", "/opt/"):
+        assert path not in text, path
+
+
+SHIPPED = BUNDLES / "unetpp_mri_segmentation"
+
+
+def _dice(pred, label, classes=(1, 2)) -> float:
+    import numpy as np
+
+    scores = [2 * np.logical_and(pred == k, label == k).sum() / ((pred == k).sum() + (label == k).sum())
+              for k in classes]
+    return float(np.mean(scores))
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_shipped_model_segments_out_of_the_box(hippocampus, tmp_path):
+    """``python -m monai.bundle run --config_file configs/inference.json`` in the bundle folder, with the shipped
+    weights and nothing trained: validation cases of the shipped model's own split, scored against their labels."""
+    import nibabel as nib
+    import numpy as np
+
+    meta = json.loads((SHIPPED / "configs/metadata.json").read_text())
+    names = json.loads((SHIPPED / "models/splits.json").read_text())["folds"][0]["val"][:4]
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in names:
+        shutil.copy(hippocampus / "imagesTr" / f"{name}.nii.gz", inputs)
+    check(run_bundle("run", "--config_file", "configs/inference.json", "--input_dir", str(inputs),
+                     "--prediction_dir", str(tmp_path / "out"), "--device", "$torch.device('cpu')", cwd=SHIPPED))
+    scores = []
+    for name in names:
+        seg = nib.load(tmp_path / "out" / f"{name}_seg.nii.gz")
+        label = nib.load(hippocampus / "labelsTr" / f"{name}.nii.gz")
+        assert seg.shape == label.shape and np.allclose(seg.affine, label.affine, atol=1e-4)
+        scores.append(_dice(np.asarray(seg.dataobj), np.asarray(label.dataobj)))
+    assert np.mean(scores) > 0.8, scores
+    assert meta["eval_metrics"]["val_mean_dice"] > 0.8, "metadata carries the measured validation Dice"
+    assert not list(SHIPPED.glob("predictions")), "nothing written into the bundle"
+
+
+def test_shipped_torchscript_runs_the_batch_job_and_matches_the_checkpoint(tmp_path, mri_dataset):
+    from pipeline.export import load_torchscript
+
+    model, meta = load_torchscript(SHIPPED / "models/model.ts")
+    parser = ConfigParser()
+    parser.read_config(_inference("unetpp_mri_segmentation"))
+    parser["device"] = "$torch.device('cpu')"
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(SHIPPED / "models/model.pt", map_location="cpu", weights_only=True))
+    x = torch.randn(1, 1, *meta["inference"]["roi_size"])
+    with torch.no_grad():
+        assert torch.allclose(model(x).float(), net.eval()(x), atol=1e-4)
+    assert meta["inference"]["level"] == parser.get_parsed_content("deploy_level")
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "segment", "--model", str(SHIPPED / "models/model.ts"),
+                           "--input", str(mri_dataset / "imagesTr"), "--output", str(tmp_path / "out"),
+                           "--no-progress"], check=False, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list((tmp_path / "out").glob("*.nii.gz"))) == 4

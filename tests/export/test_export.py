@@ -72,7 +72,8 @@ def test_metadata_is_read_off_the_bundle_objects(bundle, kinds):
     assert meta["inference"] == {"kind": "sliding_window", "roi_size": TINY["patch_size"], "overlap": 0.5,
                                  "mode": "gaussian", "sigma_scale": 0.125, "level": 2}
     assert meta["labels"] == parser.get_parsed_content("label_names")
-    assert meta["bundle"]["version"] == "0.1.0" and meta["bundle"]["name"]
+    version = json.loads((REPO / "bundles" / bundle / "configs/metadata.json").read_text())["version"]
+    assert meta["bundle"]["version"] == version and meta["bundle"]["name"]
     assert meta["network"]["depth"] == 4 and meta["network"]["in_channels"] == 1
     assert meta["modality"] in ("CT", "MR") and meta["channels"]
     assert {"torch", "monai", "pipeline"} <= set(meta["versions"]) and meta["exported_at"]
@@ -133,7 +134,7 @@ def test_monai_ckpt_export(bundle, tmp_path, tiny_checkpoints):
     assert proc.returncode == 0, proc.stderr[-3000:]
     extra = {"metadata.json": ""}
     module = torch.jit.load(str(tmp_path / "m.ts"), _extra_files=extra).eval()
-    assert json.loads(extra["metadata.json"])["version"] == "0.1.0"
+    assert json.loads(extra["metadata.json"])["version"] == json.loads((configs / "metadata.json").read_text())["version"]
     with torch.inference_mode():
         assert module(torch.zeros(1, 1, 32, 32, 32)).shape == (1, 3, 32, 32, 32)
 

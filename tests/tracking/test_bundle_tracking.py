@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -60,7 +61,8 @@ def test_run_has_name_tags_and_all_params(trained):
     _client, run, _root, _ = trained
     assert run.info.run_name.startswith(f"{BUNDLE}-fold0-") and run.info.status == "FINISHED"
     tags = run.data.tags
-    assert tags["bundle.name"] == BUNDLE and tags["bundle.version"] == "0.1.0"
+    version = json.loads((REPO / "bundles" / BUNDLE / "configs/metadata.json").read_text())["version"]
+    assert tags["bundle.name"] == BUNDLE and tags["bundle.version"] == version
     for key in ("git.commit", "host", "device", "dataset.datalist_sha1", "dataset.spacing_median",
                 "dataset.intensity_p99_5", "dataset.fold"):
         assert tags.get(key), key
