@@ -36,6 +36,15 @@ def machine() -> dict:
     }
 
 
+def pick_device(parser, value: str | None) -> str:
+    """``--device``: the value given, else ``cuda`` where a GPU is visible, else ``cpu``; a CUDA device without a
+    GPU is a usage error (``parser.error``)."""
+    device = value or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {device} needs a CUDA GPU; none is visible")
+    return device
+
+
 def timed(fn: Callable[[], object], device: torch.device) -> float:
     """Seconds for one call, synchronising CUDA."""
     if device.type == "cuda":

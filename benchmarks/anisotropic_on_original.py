@@ -29,14 +29,11 @@ sys.path.insert(0, str(REPO))
 
 from _common import machine, write_json
 
+from pipeline.demo import dice_scores
 
-def _dice(pred: np.ndarray, label: np.ndarray, classes: list[int]) -> list[float]:
-    scores = []
-    for k in classes:
-        p, y = pred == k, label == k
-        total = p.sum() + y.sum()
-        scores.append(float(2 * np.logical_and(p, y).sum() / total) if total else float("nan"))
-    return scores
+
+def _dice(pred: np.ndarray, label: np.ndarray, labels: dict) -> list[float]:
+    return list(dice_scores(pred, label, labels).values())
 
 
 def _parser(args: argparse.Namespace):
@@ -70,7 +67,7 @@ def main() -> None:
     net.eval()
     pre = Compose(parser.get_parsed_content("preprocessing"))
     inferer = parser.get_parsed_content("inferer")
-    classes = [int(k) for k in parser.get_parsed_content("label_names") if int(k) > 0]
+    classes = parser.get_parsed_content("label_names")
     names = json.loads((Path(args.bundle_root) / "models" / "splits.json").read_text())["folds"][0]["val"]
     load = LoadImage(reader="ITKReader", image_only=True, ensure_channel_first=True)
     rows = []

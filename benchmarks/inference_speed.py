@@ -145,12 +145,9 @@ def main() -> None:
     if args.stock_worker:
         stock_worker(*args.stock_worker)
         return
-    import torch
+    from _common import machine, median, pick_device, write_json
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error(f"--device {device} needs a CUDA GPU; none is visible")
-    from _common import machine, median, write_json
+    device = pick_device(parser, args.device)
 
     from pipeline.export import load_torchscript
     from pipeline.io import read_image

@@ -23,7 +23,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
-from _common import machine, write_json
+from _common import machine, pick_device, write_json
 from network_levels import level_parameters
 
 
@@ -35,9 +35,7 @@ def main() -> None:
     parser_args.add_argument("--json", default=None)
     parser_args.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when present)")
     args = parser_args.parse_args()
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        parser_args.error(f"--device {device} needs a CUDA GPU; none is visible")
+    device = pick_device(parser_args, args.device)
 
     from monai.bundle import ConfigParser
 

@@ -115,12 +115,9 @@ def main() -> None:
     if args.worker:
         worker(args.worker, args.iterations, Path(args.out), args.device or "cpu")
         return
-    import torch
+    from _common import machine, median, pick_device, write_json
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error(f"--device {device} needs a CUDA GPU; none is visible")
-    from _common import machine, median, write_json
+    device = pick_device(parser, args.device)
 
     from pipeline.fastpath import allocator_env, find_allocator
 

@@ -122,16 +122,16 @@ class Plan:
         crop = "none" if o["crop_threshold"] is None else f"> {o['crop_threshold']:g} (+{o['crop_margin']} voxels)"
         lines = [
             (f"dataset        {i['dataset']}: {i['cases']} cases, {o['in_channels']} channel(s), "
-            f"{o['num_classes']} classes ({_names(list(o['label_names'].values()))})"),
+             f"{o['num_classes']} classes ({_names(list(o['label_names'].values()))})"),
             f"device         {i['device']} ({i['device_note']}), budget {o['minutes']:g} min",
             f"network        {i['dims']}, depth {len(o['strides'])}, features {o['features']}",
             (f"spacing        median {fmt(i['median_spacing'])} mm -> target {fmt(o['target_spacing'])} mm"
-            f" ({'anisotropic axis ' + str(i['aniso_axis']) if i['aniso_axis'] is not None else 'isotropic rule'})"),
+             f" ({'anisotropic axis ' + str(i['aniso_axis']) if i['aniso_axis'] is not None else 'isotropic rule'})"),
             (f"shape          median {x(map(str, i['median_shape']))} at the target spacing; crop {crop} "
-            f"(body {i['body_fraction']:.0%}, non-zero {i['nonzero_fraction']:.0%} of the image)"),
+             f"(body {i['body_fraction']:.0%}, non-zero {i['nonzero_fraction']:.0%} of the image)"),
             f"patch          {x(map(str, i['patch']))}, strides {strides}",
             (f"batch          {o['batch_size']} volume(s) x {o['samples_per_volume']} patch(es) = {i['batch']} per step"
-            f" ({i['macs_per_step'] / 1e9:.3g} GMAC forward per step)"),
+             f" ({i['macs_per_step'] / 1e9:.3g} GMAC forward per step)"),
             f"normalisation  {norms}",
             f"sampling       patch centres equal per class (background included), {o['num_workers']} data worker(s)",
             f"schedule       {i['step_seconds']:.2f} s/step x {i['steps_per_epoch']} steps/epoch; "

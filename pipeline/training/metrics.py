@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 from ignite.engine import Engine, Events
+from monai.data.utils import affine_to_spacing
 from monai.handlers import IgniteMetricHandler, MeanDice, from_engine
 from monai.metrics import HausdorffDistanceMetric
 from monai.utils import string_list_all_gather
@@ -44,9 +45,7 @@ def _label_spacing(y: torch.Tensor) -> list[float] | None:
     if affine is None:
         return None
     affine = torch.as_tensor(affine, dtype=torch.float64)
-    affine = affine[0] if affine.ndim == 3 else affine
-    dims = y.ndim - 2
-    return [float(v) for v in torch.linalg.norm(affine[:dims, :dims], dim=0)]
+    return [float(v) for v in affine_to_spacing(affine[0] if affine.ndim == 3 else affine, r=y.ndim - 2)]
 
 
 class _SpacedHausdorff(HausdorffDistanceMetric):
