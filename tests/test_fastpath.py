@@ -52,14 +52,15 @@ def test_tuned_glibc_keeps_freed_memory():
             "with torch.inference_mode():\n"
             "    net(x); net(x)\n"
             "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
-            "    for _ in range(3):\n        net(x)\n"
+            "    for _ in range(6):\n        net(x)\n"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)")
     faults = {}
     for name, env in (("plain", _plain()), ("tuned", allocator_env(_plain(), "glibc"))):
         proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env)
         faults[name] = int(proc.stdout.strip().splitlines()[-1])
-    assert faults["plain"] > 3 * 14_000  # at least one 56 MB activation (14,000 pages) per pass
-    assert faults["tuned"] < faults["plain"] / 10, faults
+    assert faults["plain"] > 6 * 14_000  # at least one 56 MB activation (14,000 pages) per pass
+    # tuned glibc may still grow its heap once (a new thread's arena: up to 27,648 pages seen in CI), never per pass
+    assert faults["tuned"] < faults["plain"] / 5, faults
 
 
 def test_commands_run_with_the_caching_allocator():
