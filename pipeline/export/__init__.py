@@ -10,13 +10,15 @@ import importlib
 from typing import Any
 
 __all__ = ["METADATA_VERSION", "ExportError", "ExportResult", "bundle_metadata", "deployment_metadata", "export_bundle",
-           "export_torchscript", "load_network_weights", "load_torchscript", "resolve_device"]
+           "export_torchscript", "load_network_weights", "load_torchscript", "model_signature", "resolve_device",
+           "save_mlflow_model"]
 
 _WHERE = {
     "METADATA_VERSION": "metadata", "deployment_metadata": "metadata",
     "bundle_metadata": "bundle", "export_bundle": "bundle", "load_network_weights": "bundle",
     "ExportError": "torchscript", "ExportResult": "torchscript", "export_torchscript": "torchscript",
     "load_torchscript": "torchscript", "resolve_device": "torchscript",
+    "model_signature": "mlflow_model", "save_mlflow_model": "mlflow_model",
 }
 
 

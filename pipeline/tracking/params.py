@@ -1,8 +1,9 @@
-"""What a run records besides metrics: the flattened executed config as parameters, and descriptive tags.
+"""The descriptive tags of a run: bundle, git commit, host, device, dataset summary and datalist hash (the
+params, the executed config's values, come from :mod:`pipeline.tracking.resolved`).
 
 Example:
-    >>> flatten_config({"lr": 0.01, "net": {"features": [8, 16], "act": "@act"}, "act": "relu"})
-    {'lr': '0.01', 'net/features': '[8, 16]', 'net/act': 'relu', 'act': 'relu'}
+    >>> sorted(run_tags({"name": "b", "version": "1"}, "cpu"))[:3]       # doctest: +SKIP
+    ['bundle.display_name', 'bundle.name', 'bundle.version']
 """
 
 from __future__ import annotations
@@ -16,73 +17,12 @@ import socket
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-__all__ = ["config_params", "datalist_hash", "dataset_tags", "flatten_config", "git_commit", "run_tags"]
+__all__ = ["datalist_hash", "dataset_tags", "git_commit", "run_tags"]
 
 logger = logging.getLogger(__name__)
-
-_MAX_VALUE = 6000  # MLflow's limit on a parameter value
-_REF = "@"
-
-
-def _lookup(config: Mapping, ref: str) -> Any:
-    node: Any = config
-    for part in ref.replace("::", "#").split("#"):
-        if isinstance(node, Mapping) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return None
-    return node
-
-
-def flatten_config(config: Mapping, prefix: str = "", root: Mapping | None = None, depth: int = 0) -> dict[str, str]:
-    """Leaves of a bundle config as ``{"a/b/0/c": "value"}``; a plain ``"@id"`` reference to a plain value is
-    replaced by that value (``"lr": "@learning_rate"`` -> ``"0.003"``), expressions are kept as written.
-
-    Args:
-        config: the (executed) config dict.
-        prefix: key prefix. Defaults to ``""``.
-        root: the whole config, for resolving references. Defaults to ``config``.
-        depth: recursion guard. Defaults to 0.
-    """
-    root = config if root is None else root
-    out: dict[str, str] = {}
-    items = config.items() if isinstance(config, Mapping) else enumerate(config)
-    for key, value in items:
-        name = f"{prefix}/{key}" if prefix else str(key)
-        if isinstance(value, str) and value.startswith(_REF) and depth < 8:
-            target = _lookup(root, value[1:])
-            plain_list = isinstance(target, list) and not any(isinstance(v, (Mapping, list)) for v in target)
-            if target is not None and (plain_list or not isinstance(target, (Mapping, list))):
-                value = target
-        if isinstance(value, Mapping) or (isinstance(value, list) and any(isinstance(v, (Mapping, list))
-                                                                          for v in value)):
-            out.update(flatten_config(value, name, root, depth + 1))
-        else:
-            text = json.dumps(value) if isinstance(value, (list, bool)) or value is None else str(value)
-            out[name] = text[:_MAX_VALUE]
-    return out
-
-
-def config_params(executed_config: str | os.PathLike | Mapping | None) -> dict[str, str]:
-    """:func:`flatten_config` of the executed config (the JSON file MONAI saves with ``--tracking``)."""
-    if executed_config is None:
-        return {}
-    if isinstance(executed_config, Mapping):
-        config = executed_config
-    else:
-        try:
-            config = json.loads(Path(executed_config).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            logger.warning("cannot read the executed config %s for MLflow params: %s", executed_config, exc)
-            return {}
-    return flatten_config({k: v for k, v in config.items() if not k.startswith("_meta_")})
-
 
 def git_commit(path: str | os.PathLike | None = None) -> str:
     """Commit of the git checkout holding ``path`` (default: this package), ``+dirty`` if modified, or

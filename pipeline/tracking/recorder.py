@@ -2,8 +2,10 @@
 
 At start: continue the saved run when resuming, tag the run (bundle, git commit, host, device, dataset summary
 and datalist hash) and remember the run next to the checkpoints. At the end: log the best checkpoint, export it
-to TorchScript with its deployment metadata (``<ckpt_dir>/model.ts``, logged under ``model/``) and register
-it in the MLflow Model Registry under the bundle's name, with the best validation metrics as version tags.
+to TorchScript with its deployment metadata (``<ckpt_dir>/export/model.ts``), log that as an MLflow pyfunc model
+with a signature under ``model/`` (:mod:`pipeline.export.mlflow_model`) and register it in the MLflow Model
+Registry under the bundle's name, with the best validation metrics as version tags and the ``best`` alias on
+the best version so far (:mod:`pipeline.tracking.registry`).
 
 Example (tracking settings file, see ``configs/mlflow.json``)::
 
@@ -16,6 +18,7 @@ import copy
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,9 @@ import mlflow
 from ignite.engine import Engine, Events
 from monai.handlers import MLFlowHandler
 
-from pipeline.tracking.safe_handler import SafeMLFlowHandler
+from pipeline.io.atomic import write_text_atomic
+from pipeline.tracking.registry import register_model
+from pipeline.tracking.safe_handler import SafeMLFlowHandler, metric_name
 from pipeline.tracking.settings import save_run, saved_run
 from pipeline.training.distributed import is_main_process
 
@@ -69,6 +74,7 @@ class TrainingRecorder(SafeMLFlowHandler):
         self.registered_model_name = registered_model_name
         self.export_level = export_level
         self.best: dict[str, float] = {}
+        self.key_metric: str | None = None
 
     def attach(self, engine: Engine) -> None:
         super().attach(engine)
@@ -77,8 +83,11 @@ class TrainingRecorder(SafeMLFlowHandler):
 
     def _remember_best(self, engine: Engine) -> None:
         if getattr(engine.state, "best_metric_epoch", -1) == engine.state.epoch:
-            self.best = {k: float(v) for k, v in engine.state.metrics.items() if isinstance(v, (int, float))}
+            self.best = {metric_name(k): float(v) for k, v in engine.state.metrics.items()
+                         if isinstance(v, (int, float))}
             self.best["best_epoch"] = float(engine.state.epoch)
+            key = getattr(engine.state, "key_metric_name", None)
+            self.key_metric = metric_name(key) if key else None
 
     def start(self, engine: Engine) -> None:
         self.guarded("start", self._start, engine)
@@ -119,7 +128,7 @@ class TrainingRecorder(SafeMLFlowHandler):
                                                                        "validation": self.best})
             folder = self.ckpt_dir / "export"
             result = export_torchscript(network, folder / "model.ts", meta, level=self.export_level, device="cpu")
-            (folder / "metadata.json").write_text(json.dumps(result.metadata, indent=1) + "\n")
+            write_text_atomic(folder / "metadata.json", json.dumps(result.metadata, indent=1) + "\n")
             logger.info("exported the best model to %s (parity %.2g)", result.path, result.max_abs_diff)
             return folder
         except Exception as exc:  # noqa: BLE001 - an export problem must not fail a finished training
@@ -138,19 +147,11 @@ class TrainingRecorder(SafeMLFlowHandler):
                                                        for k, v in self.best.items()])
         if export_dir is None:
             return
-        self.client.log_artifacts(run_id, str(export_dir), "model")
-        if not self.registered_model_name:
-            return
-        try:
-            self.client.create_registered_model(self.registered_model_name,
-                                                description=self.bundle_meta.get("description", ""))
-        except mlflow.exceptions.MlflowException as exc:
-            if "RESOURCE_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc):
-                raise
-        version = self.client.create_model_version(
-            self.registered_model_name, f"runs:/{run_id}/model", run_id=run_id,
-            tags={k: f"{v:.6g}" for k, v in self.best.items()},
-            description=f"TorchScript UNet++ from run {self.run_name}, best validation "
-                        + ", ".join(f"{k}={v:.4f}" for k, v in self.best.items()))
-        logger.info("registered %s version %s in the MLflow Model Registry", self.registered_model_name,
-                    version.version)
+        from pipeline.export.mlflow_model import save_mlflow_model
+
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = save_mlflow_model(export_dir / "model.ts", os.path.join(tmp, "model"))
+            self.client.log_artifacts(run_id, str(model_dir), "model")
+        if self.registered_model_name:
+            register_model(self.client, self.registered_model_name, run_id, self.best, self.key_metric,
+                           description=self.bundle_meta.get("description", ""))

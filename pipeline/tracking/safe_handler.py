@@ -4,7 +4,8 @@ When the tracking server is unreachable at start or dies mid-run, the first fail
 the tracking URI, every handler of that URI stops tracking for the rest of the process, and training goes on
 (checkpoints are written as usual). It also logs on rank 0 only under DDP, logs parameters in batches of at most
 100 (MLflow's limit), and, on a resumed run, skips parameters already recorded instead of failing on changed
-values (the new values are recorded as ``resumed.<param>`` tags).
+values (the new values are recorded as ``resumed.<param>`` tags). Metric names follow one scheme (:func:`metric_name`):
+``train/loss`` and ``lr`` per iteration, ``val/<metric>`` per epoch (the trainer's epoch is the step).
 
 Example (tracking settings file)::
 
@@ -15,6 +16,7 @@ Example (tracking settings file)::
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -24,12 +26,29 @@ from monai.handlers import MLFlowHandler
 
 from pipeline.training.distributed import is_main_process
 
-__all__ = ["SafeMLFlowHandler", "tracking_failed"]
+__all__ = ["SafeMLFlowHandler", "metric_name", "tracking_failed"]
 
 logger = logging.getLogger(__name__)
 
 _FAILED: dict[str, str] = {}  # tracking URI -> first error, shared by every handler of this process
 _BATCH = 100
+
+
+def metric_name(key: str) -> str:
+    """The MLflow name of an engine metric: ``val_<name>`` -> ``val/<name>``, ``train_<name>`` -> ``train/<name>``,
+    MONAI's ``lr_group_0`` -> ``lr`` (further parameter groups ``lr/group_<i>``); other names unchanged.
+
+    Example:
+        >>> [metric_name(k) for k in ("val_mean_dice", "val_dice_anterior", "train_loss", "lr_group_0", "lr_group_1")]
+        ['val/mean_dice', 'val/dice_anterior', 'train/loss', 'lr', 'lr/group_1']
+    """
+    group = re.fullmatch(r"lr_group_(\d+)", key)
+    if group:
+        return "lr" if group.group(1) == "0" else f"lr/group_{group.group(1)}"
+    for prefix in ("val", "train"):
+        if key.startswith(prefix + "_"):
+            return f"{prefix}/{key[len(prefix) + 1:]}"
+    return key
 
 
 def tracking_failed(uri: str) -> bool:
@@ -87,6 +106,9 @@ class SafeMLFlowHandler(MLFlowHandler):
                 self._dispose_sqlite_store()
             except Exception as exc:  # noqa: BLE001 - closing must never fail the training it followed
                 logger.debug("releasing the local SQLite store failed: %s", exc)
+
+    def _log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        super()._log_metrics({metric_name(str(k)): v for k, v in metrics.items()}, step)
 
     def _log_params(self, params: dict[str, Any]) -> None:
         if not self.cur_run:

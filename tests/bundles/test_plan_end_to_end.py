@@ -33,7 +33,7 @@ def _plan(dataset, out, *extra):
 # nnunet: planned on the command line (the real probe) and trained to a time budget (how far it gets depends on the
 # machine's load, so its Dice is not checked); msd: planned through the library, a fixed number of steps, must
 # segment held-out cases well; csv: the wiring only
-@pytest.mark.parametrize("layout, run", [("nnunet", ["--epochs", "1000", "--minutes", "0.75", "--val_interval", "5"]),
+@pytest.mark.parametrize("layout, run", [("nnunet", ["--epochs", "1000", "--minutes", "0.4", "--val_interval", "5"]),
                                          ("msd", ["--epochs", "25", "--val_interval", "25", "--patch_size",
                                                   "[16,20,16]", "--batch_size", "1", "--samples_per_volume", "2"]),
                                          ("csv", ["--epochs", "2"])])

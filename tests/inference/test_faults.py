@@ -22,7 +22,7 @@ from pipeline.io import read_image, read_notes, write_image
 
 from .conftest import copy_cases
 
-KILLS = 20
+KILLS = 10
 
 
 def _cases(root, mri_dataset, copies=3):

@@ -52,8 +52,10 @@ class MlflowServer:
         self.log.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
+    """One server for every test that needs one (starting one takes about half a minute here); tests keep apart
+    through their own experiments, run ids and model names."""
     server = MlflowServer(tmp_path_factory.mktemp("mlflow_server"))
     yield server
     server.stop()

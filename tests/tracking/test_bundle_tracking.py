@@ -69,19 +69,27 @@ def test_run_has_name_tags_and_all_params(trained):
     assert tags["dataset.train_cases"] == "2" and tags["dataset.val_cases"] == "2" and tags["device"] == "cpu"
     params = run.data.params
     assert params["epochs"] == "2" and params["learning_rate"] == "0.003"
-    assert params["network_def/features"] == "[4, 4, 8, 8, 16, 4]" and params["optimizer/lr"] == "0.003"
-    assert params["loss/weights"] == "[1.0, 0.5, 0.25, 0.125]"
+    assert params["features"] == "[4, 4, 8, 8, 16, 4]" and params["ds_weights"] == "[1.0, 0.5, 0.25, 0.125]"
+    # resolved values, each once: no expressions, references or _target_ keys
+    assert params["device"] == "cpu" and params["amp"] == "false" and params["network_def/depth"] == "4"
+    assert params["optimizer"] == "torch.optim.AdamW" and params["ckpt_dir"] == str(_root / "models")
+    assert "optimizer/lr" not in params, "a reference is logged under the referenced name only"
+    assert not [k for k, v in params.items() if v.startswith(("$", "@", "%")) or "_target_" in k]
     assert len(params) > 100
 
 
 def test_metric_histories(trained):
     client, run, _, _ = trained
-    loss = client.get_metric_history(run.info.run_id, "train_loss")
+    names = set(run.data.metrics)
+    assert {"train/loss", "lr", "val/mean_dice", "val/dice_anterior", "val/dice_posterior", "val/loss"} <= names
+    assert not {"train_loss", "lr_group_0", "val_mean_dice"} & names
+    loss = client.get_metric_history(run.info.run_id, "train/loss")
     assert len(loss) == 2 and [m.step for m in loss] == [1, 2], "per iteration (1 per epoch here)"
-    assert len(client.get_metric_history(run.info.run_id, "lr_group_0")) == 2
-    for name in ("val_mean_dice", "val_dice_anterior", "val_dice_posterior"):
+    assert len(client.get_metric_history(run.info.run_id, "lr")) == 2
+    for name in ("val/mean_dice", "val/dice_anterior", "val/dice_posterior", "val/loss"):
         history = client.get_metric_history(run.info.run_id, name)
-        assert [m.step for m in history] == [1, 2], name
+        assert [m.step for m in history] == [1, 2], name  # the trainer's epoch is the step
+    assert all(m.value > 0 for m in client.get_metric_history(run.info.run_id, "val/loss"))
 
 
 def test_artifacts_and_registered_model(trained):
@@ -89,7 +97,10 @@ def test_artifacts_and_registered_model(trained):
     run_id = run.info.run_id
     top = {a.path for a in client.list_artifacts(run_id)}
     assert {"checkpoints", "model", "qc"} <= top and any(p.startswith("config_") for p in top)
-    assert {a.path for a in client.list_artifacts(run_id, "model")} == {"model/model.ts", "model/metadata.json"}
+    model_files = {a.path for a in client.list_artifacts(run_id, "model")}
+    assert {"model/MLmodel", "model/artifacts", "model/code", "model/requirements.txt"} <= model_files
+    assert {a.path for a in client.list_artifacts(run_id, "model/artifacts")} == {"model/artifacts/model.ts",
+                                                                                   "model/artifacts/metadata.json"}
     assert [a.path for a in client.list_artifacts(run_id, "checkpoints")] == ["checkpoints/model.pt"]
     qc = [a.path for a in client.list_artifacts(run_id, "qc")]
     assert qc and all(p.startswith("qc/epoch_") for p in qc)
@@ -100,8 +111,40 @@ def test_artifacts_and_registered_model(trained):
     versions = client.search_model_versions(f"name='{BUNDLE}'")
     mine = [v for v in versions if v.run_id == run_id]
     assert len(mine) == 1 and mine[0].source == f"runs:/{run_id}/model"
-    assert "val_mean_dice" in mine[0].tags and "best_epoch" in mine[0].tags
+    assert "val/mean_dice" in mine[0].tags and "best_epoch" in mine[0].tags
+    assert client.get_model_version_by_alias(BUNDLE, "best").version == mine[0].version
     assert (root / "models/export/model.ts").is_file()
+
+
+def test_registered_model_loads_by_alias_and_segments(trained, mlflow_server, mri_dataset, tmp_path, monkeypatch):
+    """The MLflow round trip: the pyfunc registered by the training, loaded by its alias, predicts the label map
+    that `pipeline segment` writes with the same exported model, on the case's own grid."""
+    import numpy as np
+
+    from pipeline.io import read_image
+
+    root = trained[2]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+    model = mlflow.pyfunc.load_model(f"models:/{BUNDLE}@best")
+    inputs = model.metadata.signature.inputs.to_dict()
+    spec = inputs[0]["tensor-spec"]
+    assert inputs[0]["type"] == "tensor" and spec["dtype"] == "float32" and list(spec["shape"]) == [-1, -1, -1]
+    assert model.metadata.signature.outputs.to_dict()[0]["tensor-spec"]["dtype"] == "uint8"
+    assert {p.name for p in model.metadata.signature.params} == {"spacing", "affine", "tta"}
+    case = min((mri_dataset / "imagesTr").glob("*.nii.gz"))
+    image = read_image(case)
+    labels = model.predict(np.asarray(image.array, np.float32),
+                           params={"affine": image.geometry.affine.ravel().tolist()})
+    assert labels.dtype == np.uint8 and labels.shape == image.array.shape
+    out = tmp_path / "seg"
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "segment", "--model", str(root / "models/export/model.ts"),
+                           "--input", str(case), "--output", str(out), "--device", "cpu"], check=False,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (written,) = [p for p in out.rglob("*.nii.gz")]
+    assert np.array_equal(labels, read_image(written).array.astype(np.uint8))
+    with pytest.raises(Exception, match="does not match expected shape"):  # the signature guards the input
+        model.predict(np.zeros((4, 4, 4, 2), np.float32))
 
 
 def test_resume_continues_the_same_run(trained, mri_dataset, mlflow_server):
@@ -110,7 +153,7 @@ def test_resume_continues_the_same_run(trained, mri_dataset, mlflow_server):
     assert "continuing MLflow run" in log
     resumed = client.get_run(run.info.run_id)
     assert resumed.info.status == "FINISHED"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_mean_dice")] == [1, 2, 3]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/mean_dice")] == [1, 2, 3]
     assert resumed.data.tags.get("resumed.resume") == "true" and resumed.data.params["resume"] == "false"
     _, runs = _runs(mlflow_server.uri)
     assert sum(r.info.run_name == run.info.run_name for r in runs) == 1
@@ -126,13 +169,13 @@ def test_two_runs_at_once_stay_apart(mlflow_server, tmp_path, mri_dataset):
     new = [r for r in after if r.info.run_id not in {b.info.run_id for b in before}]
     assert len(new) == 2 and len({r.info.run_name for r in new}) == 2
     for r in new:
-        assert [m.step for m in client.get_metric_history(r.info.run_id, "val_mean_dice")] == [1, 2]
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "val/mean_dice")] == [1, 2]
         assert r.info.status == "FINISHED"
 
 
 def test_server_dying_mid_run_loses_nothing(tmp_path, mri_dataset):
     server = MlflowServer(tmp_path)
-    proc = subprocess.Popen(_command(mri_dataset, tmp_path / "run", 4), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(_command(mri_dataset, tmp_path / "run", 3), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=_env(server.uri), cwd=tmp_path)
     lines = []
     try:
@@ -147,7 +190,7 @@ def test_server_dying_mid_run_loses_nothing(tmp_path, mri_dataset):
         server.stop()
     log = "".join(lines)
     assert log.count(f"MLflow tracking at {server.uri} failed") == 1
-    assert "Epoch[4] Complete" in log
+    assert "Epoch[3] Complete" in log
     assert (tmp_path / "run/models/model.pt").is_file()
     assert (tmp_path / "run/models/checkpoint_latest.pt").is_file()
     assert (tmp_path / "run/models/export/model.ts").is_file(), "the local export still happens"

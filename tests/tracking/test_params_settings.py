@@ -5,15 +5,28 @@ import json
 from pipeline.tracking import config_params, datalist_hash, flatten_config, run_name, save_run, tracking_uri
 
 
-def test_flatten_resolves_plain_references_and_keeps_expressions():
-    config = {"learning_rate": 0.003, "features": [16, 32], "ckpt": "$@root + '/m'",
-              "optimizer": {"lr": "@learning_rate", "params": "$@net.parameters()"},
-              "transforms": [{"_target_": "Spacingd", "pixdim": "@spacing"}], "spacing": [1.0, 1.0, 2.0]}
+def test_flatten_logs_resolved_values_once():
+    config = {"imports": ["$import os"], "learning_rate": 0.003, "features": [16, 32], "bundle_root": "/b",
+              "ckpt": "$@bundle_root + '/m'", "device": "$torch.device('cpu')", "amp": "$torch.cuda.is_available()",
+              "depth": "$len(@features) + 1", "net": {"_target_": "UNet", "features": "@features"},
+              "optimizer": {"_target_": "torch.optim.AdamW", "lr": "@learning_rate", "params": "$@net.parameters()"},
+              "datalist": "$pipeline.training.prepare_fold(@bundle_root)", "cb": "$lambda x: x",
+              "transforms": [{"_target_": "Spacingd", "pixdim": [1.0, 1.0, 2.0], "_disabled_": "$@amp"}],
+              "run": ["$@trainer.run()"], "training": "%run"}
     flat = flatten_config(config)
-    assert flat["optimizer/lr"] == "0.003" and flat["features"] == "[16, 32]"
-    assert flat["transforms/0/pixdim"] == "[1.0, 1.0, 2.0]" and flat["transforms/0/_target_"] == "Spacingd"
-    assert flat["ckpt"] == "$@root + '/m'"
-    assert all("#" not in k for k in flat)
+    assert flat == {"learning_rate": "0.003", "features": "[16, 32]", "bundle_root": "/b", "ckpt": "/b/m",
+                    "device": "cpu", "amp": "false", "depth": "3", "net": "UNet", "optimizer": "torch.optim.AdamW",
+                    "transforms/0": "Spacingd", "transforms/0/pixdim": "[1.0, 1.0, 2.0]"}
+    # without evaluation the expressions are left out, never logged as text
+    assert "device" not in flatten_config(config, evaluate=False)
+
+
+def test_expressions_with_side_effects_are_not_run_again(tmp_path):
+    marker = tmp_path / "ran"
+    config = {"path": str(marker), "touch": "$open(@path, 'w').close()",
+              "chained": "$@touch", "plain_from_unsafe": "$str(@touch)"}
+    assert flatten_config(config) == {"path": str(marker)}
+    assert not marker.exists()
 
 
 def test_config_params_from_executed_file(tmp_path):
