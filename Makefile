@@ -29,6 +29,12 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	    echo "note: could not install libtcmalloc-minimal4; the commands run with glibc malloc (slower)"; \
 	  else echo "note: install libtcmalloc-minimal4 (apt) for about 2x faster CPU training and inference"; fi; \
 	fi
+	@# dicom3tools: dciodvfy validates the DICOM SEG outputs in the tests (they skip, saying so, without it)
+	@if ! command -v dciodvfy >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  apt-get install -y -q dicom3tools >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dicom3tools >/dev/null 2>&1) || \
+	  echo "note: could not install dicom3tools; the DICOM SEG validation test will skip"; \
+	fi
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 	$(if $(TORCH_INDEX),$(PIP) install --quiet torch==$(TORCH_VERSION) --index-url $(TORCH_INDEX))

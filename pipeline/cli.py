@@ -214,7 +214,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     try:
         report = segment(args.model, args.input, args.output, device=args.device, level=args.level, tta=args.tta,
                          overlap=args.overlap, sw_batch_size=args.sw_batch_size, workers=args.workers, shard=shard,
-                         precision=args.precision, overwrite=args.overwrite, progress=not args.no_progress)
+                         precision=args.precision, overwrite=args.overwrite, progress=not args.no_progress,
+                         output_format=args.output_format)
     except DiskFullError as exc:  # the job stopped; what it finished is complete, a re-run resumes
         sys.stderr.write(f"pipeline segment: stopped: {exc}\n")
         return 1
@@ -326,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", default=None, help="i/n: this process takes every n-th case from i (default: "
                    "RANK/WORLD_SIZE under torchrun, else all)")
     p.add_argument("--overwrite", action="store_true", help="redo cases whose output exists")
+    p.add_argument("--output-format", choices=("auto", "nifti", "dicom-seg"), default="auto",
+                   help="auto (default): DICOM SEG for DICOM series input, the input's own format otherwise; nifti: "
+                        "NIfTI for all; dicom-seg: DICOM SEG (DICOM series input only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_segment)
 

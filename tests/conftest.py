@@ -121,3 +121,45 @@ def small_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.
     path.mkdir(exist_ok=True)
     _install_write_hook(monkeypatch, path, size)
     yield SmallDisk(path, "hook")
+
+
+def write_dicom_series(folder: Path, volume, spacing=(0.8, 0.8, 2.5), tilt_deg: float = 0.0, shuffle: bool = False,
+                       seed: int = 0) -> Path:
+    """A CT DICOM series (one uncompressed file per slice) of ``volume`` ((X, Y, Z) int16 HU), rotated by
+    ``tilt_deg`` about the patient's left-right axis and then about the vertical axis (an oblique series), with
+    file names in random order when ``shuffle``."""
+    import numpy as np
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    a, b = np.deg2rad(tilt_deg), np.deg2rad(tilt_deg / 2)
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    rz = np.array([[np.cos(b), -np.sin(b), 0], [np.sin(b), np.cos(b), 0], [0, 0, 1]])
+    rot = rz @ rx
+    row, col, normal = rot[:, 0], rot[:, 1], rot[:, 2]
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    order = np.random.default_rng(seed).permutation(volume.shape[2]) if shuffle else np.arange(volume.shape[2])
+    for k in range(volume.shape[2]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(str(folder / f"img_{order[k]:04d}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Test^Phantom", "PH001", "19700101", "O"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = \
+            "20260101", "120000", "1", "A1", ""
+        ds.Modality, ds.SeriesNumber, ds.InstanceNumber, ds.Manufacturer = "CT", 3, k + 1, "synthetic"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.ImageOrientationPatient = [float(v) for v in (*row, *col)]
+        ds.ImagePositionPatient = [float(v) for v in k * spacing[2] * normal]
+        ds.PixelSpacing, ds.SliceThickness = [spacing[1], spacing[0]], spacing[2]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.Rows, ds.Columns = volume.shape[1], volume.shape[0]
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope = 0, 1
+        ds.PixelData = np.ascontiguousarray(volume[:, :, k].T.astype(np.int16)).tobytes()
+        pydicom.dcmwrite(ds.filename, ds, enforce_file_format=True)
+    return folder

@@ -14,8 +14,11 @@ from its embedded metadata. A multi-channel model takes each case as a 4D file, 
   temporary files;
 - a case that fails (unreadable, truncated, too large, wrong dimensionality, NaNs, empty) is reported with its
   error and the job goes on; the exit status is non-zero when any case failed; a constant image gets a warning;
-- output names come from input names only (sanitised, ``<name>_seg<ending>``, NIfTI for DICOM folders), never
-  point outside the output folder, and the job's own outputs are never taken as inputs;
+- output names come from input names only (sanitised, ``<name>_seg<ending>``), never point outside the output
+  folder, and the job's own outputs are never taken as inputs;
+- ``output_format``: ``auto`` writes a DICOM SEG (``<name>_seg.dcm``, :mod:`pipeline.io.dicom_seg`) for a DICOM
+  series and the input's own format otherwise; ``nifti`` writes NIfTI for all; ``dicom-seg`` fails the cases that
+  are not DICOM series (a SEG references its source images);
 - ``shard=(i, n)`` (or ``RANK``/``WORLD_SIZE`` under torchrun) takes every n-th case of the sorted list,
   so n processes on any number of machines cover every case exactly once.
 
@@ -50,7 +53,8 @@ from pipeline.inference.outputs import OutputFolder, Provenance, file_sha256
 from pipeline.inference.predictor import Predictor
 from pipeline.inference.preprocess import Preprocessor
 from pipeline.inference.report import CaseResult, JobReport
-from pipeline.io import read_case, read_image, write_image
+from pipeline.io import read_case, read_header, read_image, write_image
+from pipeline.io.dicom_seg import SEG_SUFFIX, SegAlgorithm, read_dicom_seg, write_dicom_seg
 from pipeline.io.integrity import check_fits
 
 __all__ = ["output_names", "parse_shard", "segment", "select_shard", "shard_from_env"]
@@ -102,9 +106,11 @@ class _Job:
     """One run of :func:`segment` over this shard's cases (see the module docstring)."""
 
     def __init__(self, predictor: Predictor, meta: dict, folder: OutputFolder, cases: dict[str, InputCase],
-                 names: dict[str, str], provenance: Provenance, overwrite: bool, workers: int) -> None:
+                 names: dict[str, str], provenance: Provenance, overwrite: bool, workers: int,
+                 output_format: str = "auto") -> None:
         self.predictor, self.meta, self.folder, self.cases, self.names = predictor, meta, folder, cases, names
         self.provenance, self.overwrite, self.workers = provenance, overwrite, workers
+        self.output_format = output_format
         self.preprocess = Preprocessor(meta)
         self.labels = {str(k): str(v) for k, v in meta.get("labels", {}).items()}
         self.disk_full: DiskFullError | None = None
@@ -117,6 +123,9 @@ class _Job:
             return case
         if case.input.error:
             raise PipelineError(case.input.error)
+        if self.output_format == "dicom-seg" and not case.output.name.endswith(SEG_SUFFIX):
+            raise PipelineError(f"{path}: --output-format dicom-seg needs a DICOM series as input (a SEG references "
+                                "its source images); use --output-format auto or nifti for other files")
         case.volume = read_case(case.input.paths)
         case.warning = _check(case.volume, path, self.meta)
         case.image, case.state = self.preprocess(case.volume.array, case.volume.geometry.affine,
@@ -135,17 +144,34 @@ class _Job:
                                 f"grid {case.volume.geometry.shape}")
         if case.output.is_symlink():  # --overwrite: replace the link itself, never write through it
             case.output.unlink()
-        write_image(labels_map, case.volume.geometry, case.output, notes=self.provenance.line)
+        if case.output.name.endswith(SEG_SUFFIX):
+            write_dicom_seg(labels_map, case.input.paths[0], case.output, self._foreground(), self._algorithm(),
+                            notes=self.provenance.line)
+        else:
+            write_image(labels_map, case.volume.geometry, case.output, notes=self.provenance.line)
         if case.warning:
             logger.warning("%s: %s", case.path, case.warning)
         return CaseResult(case.name, case.path, str(case.output), "ok", round(time.time() - case.started, 2),
                           volumes_ml=_volumes(labels_map, case.volume.geometry.spacing, self.labels),
                           warning=case.warning)
 
+    def _foreground(self) -> dict[int, str]:
+        return {int(k): v for k, v in self.labels.items() if int(k) > 0}
+
+    def _algorithm(self) -> SegAlgorithm:
+        bundle = self.meta.get("bundle") or {}
+        return SegAlgorithm(str(bundle.get("name") or "unetpp-pipeline"), str(bundle.get("version") or "unknown"),
+                            self.provenance.model_sha256)
+
     def skipped(self, case: _Case) -> CaseResult:
-        existing = read_image(case.output)
+        if case.output.name.endswith(SEG_SUFFIX):
+            source = case.input.paths[0]
+            labels, spacing = read_dicom_seg(case.output, source), read_header(source).geometry.spacing
+        else:
+            existing = read_image(case.output)
+            labels, spacing = existing.array, existing.geometry.spacing
         return CaseResult(case.name, case.path, str(case.output), "skipped", 0.0,
-                          volumes_ml=_volumes(existing.array, existing.geometry.spacing, self.labels))
+                          volumes_ml=_volumes(labels, spacing, self.labels))
 
     def failed(self, path: str, exc: Exception) -> CaseResult:
         if isinstance(exc, DiskFullError):
@@ -194,8 +220,9 @@ class _Job:
                 yield self.collect(done_path, done)
 
 
-def _find(input_path: str | os.PathLike, folder: OutputFolder, channels: int) -> dict[str, InputCase]:
-    cases = without_own_outputs(find_cases(input_path, channels=channels), input_path, folder.path)
+def _find(input_path: str | os.PathLike, folder: OutputFolder, channels: int,
+          output_format: str) -> dict[str, InputCase]:
+    cases = without_own_outputs(find_cases(input_path, channels=channels), input_path, folder.path, output_format)
     if not cases:
         raise PipelineError(f"no images found under '{input_path}' (NIfTI, NRRD, MHA/MHD files or DICOM series)")
     return {c.source: c for c in cases}
@@ -204,7 +231,7 @@ def _find(input_path: str | os.PathLike, folder: OutputFolder, channels: int) ->
 def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir: str | os.PathLike,
             device: str = "auto", level: int | None = None, tta: bool = False, overlap: float | None = None,
             sw_batch_size: int = 1, workers: int = 2, precision: str = "auto", shard: tuple[int, int] | None = None,
-            overwrite: bool = False, progress: bool = True) -> JobReport:
+            overwrite: bool = False, progress: bool = True, output_format: str = "auto") -> JobReport:
     """Segment every image under ``input_path`` with the exported ``model``; see the module docstring.
 
     Args:
@@ -222,6 +249,7 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
         shard: ``(i, n)``; None uses RANK/WORLD_SIZE when set, else ``(0, 1)``. Defaults to None.
         overwrite: redo every case whose output exists, whoever wrote it. Defaults to False.
         progress: show a tqdm bar. Defaults to True.
+        output_format: ``auto``, ``nifti`` or ``dicom-seg`` (see the module docstring). Defaults to ``"auto"``.
 
     Returns:
         The :class:`JobReport` (also written to the output folder).
@@ -242,16 +270,18 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
         predictor = Predictor(module, meta, device=device, level=level, overlap=overlap,
                               sw_batch_size=sw_batch_size, tta=tta, precision=precision)
         provenance = Provenance(file_sha256(model), predictor.level, predictor.precision, bool(tta), predictor.overlap)
-        cases = _find(input_path, folder, int((meta.get("network") or {}).get("in_channels") or 1))
-        names = output_names(list(cases.values()))
-        job = _Job(predictor, meta, folder, cases, names, provenance, overwrite, int(workers))
+        names = output_names([], output_format)  # an unknown format stops here, before any case
+        cases = _find(input_path, folder, int((meta.get("network") or {}).get("in_channels") or 1), output_format)
+        names = output_names(list(cases.values()), output_format)
+        job = _Job(predictor, meta, folder, cases, names, provenance, overwrite, int(workers), output_format)
     except ValueError as exc:
         raise PipelineError(str(exc)) from exc
     mine = select_shard(list(cases), shard)
     report = JobReport(str(model), str(folder.path), job.labels, shard, {
         "device": str(predictor.device), "level": predictor.level, "overlap": predictor.overlap, "tta": tta,
         "precision": predictor.precision, "provenance": provenance.line, "model_sha256": provenance.model_sha256,
-        "sw_batch_size": sw_batch_size, "workers": workers, "inputs": len(cases), "this_shard": len(mine)})
+        "sw_batch_size": sw_batch_size, "workers": workers, "inputs": len(cases), "this_shard": len(mine),
+        "output_format": output_format})
     folder.remove_own_temporaries([names[p] for p in mine] + [f"{report.stem}.json", f"{report.stem}.csv"])
     logger.info("segmenting %d of %d image(s) (shard %d/%d) on %s at level %d in %s", len(mine), len(cases),
                 *shard, predictor.device, predictor.level, predictor.precision)

@@ -2,7 +2,7 @@
 map marked with what produced it.
 
 A re-run must not trust a file because its name matches. Each label map carries a provenance line in its header
-(NIfTI ``descrip``, NRRD/MHA ``ITK_FileNotes``): ``pipeline segment <hash>``, the hash of the model file's
+(NIfTI ``descrip``, NRRD/MHA ``ITK_FileNotes``, a DICOM SEG's Content Description): ``pipeline segment <hash>``, the hash of the model file's
 SHA-256, the level, precision, TTA and overlap. For an existing output the job then
 
 - skips it when the line matches this run (the case is complete);
@@ -78,6 +78,14 @@ class Provenance:
                 f"{'on' if self.tta else 'off'}, overlap {self.overlap:g}")
 
 
+def _notes(path: Path) -> str | None:
+    if path.suffix == ".dcm":  # a DICOM SEG: the line is its Content Description
+        from pipeline.io.dicom_seg import read_seg_notes
+
+        return read_seg_notes(path)
+    return read_notes(path)
+
+
 class OutputFolder:
     """The folder a batch job writes to.
 
@@ -137,7 +145,7 @@ class OutputFolder:
             return "missing"
         if overwrite:
             return "redo"
-        notes = read_notes(path) if path.is_file() else None
+        notes = _notes(path) if path.is_file() else None
         if notes == provenance.line:
             return "done"
         if notes and notes.startswith(PROVENANCE_PREFIX):

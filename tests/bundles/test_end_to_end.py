@@ -37,7 +37,8 @@ def test_training_saves_best_model_latest_state_split_and_metrics(trained):
     assert splits["num_folds"] == 3 and len(splits["folds"][0]["val"]) == 2
     report = json.loads((root / "eval/validation/metrics.json").read_text())
     names = [n for k, n in json.loads((data / "dataset.json").read_text())["labels"].items() if k != "0"]
-    assert set(report["mean"]) == {"val_mean_dice", *(f"val_dice_{n}" for n in names)}
+    assert set(report["mean"]) == {"val_mean_dice", "val_loss", *(f"val_dice_{n}" for n in names)}
+    assert 0 < report["mean"]["val_loss"] < 10, "the training loss on the validation cases"
     assert report["cases"] == 2 and len(report["per_case"]) == 2
     history = (root / "eval/validation/history.jsonl").read_text().splitlines()
     assert [json.loads(h)["epoch"] for h in history] == [1, 2]
