@@ -124,10 +124,11 @@ def small_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.
 
 
 def write_dicom_series(folder: Path, volume, spacing=(0.8, 0.8, 2.5), tilt_deg: float = 0.0, shuffle: bool = False,
-                       seed: int = 0) -> Path:
+                       seed: int = 0, gantry_deg: float = 0.0) -> Path:
     """A CT DICOM series (one uncompressed file per slice) of ``volume`` ((X, Y, Z) int16 HU), rotated by
     ``tilt_deg`` about the patient's left-right axis and then about the vertical axis (an oblique series), with
-    file names in random order when ``shuffle``."""
+    file names in random order when ``shuffle``; ``gantry_deg`` shifts each slice along its column direction
+    as a tilted gantry does (slices no longer stacked along their normal: a sheared grid)."""
     import numpy as np
     import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
@@ -154,7 +155,10 @@ def write_dicom_series(folder: Path, volume, spacing=(0.8, 0.8, 2.5), tilt_deg: 
         ds.Modality, ds.SeriesNumber, ds.InstanceNumber, ds.Manufacturer = "CT", 3, k + 1, "synthetic"
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.ImageOrientationPatient = [float(v) for v in (*row, *col)]
-        ds.ImagePositionPatient = [float(v) for v in k * spacing[2] * normal]
+        shift = k * spacing[2] * np.tan(np.deg2rad(gantry_deg)) * col
+        ds.ImagePositionPatient = [float(v) for v in k * spacing[2] * normal + shift]
+        if gantry_deg:
+            ds.GantryDetectorTilt = gantry_deg
         ds.PixelSpacing, ds.SliceThickness = [spacing[1], spacing[0]], spacing[2]
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.Rows, ds.Columns = volume.shape[1], volume.shape[0]

@@ -82,6 +82,16 @@ def test_dciodvfy_finds_no_errors(oblique, tmp_path):
     assert "Segmentation" in lines[0] and not [line for line in lines if line.startswith("Error")], lines
 
 
+def test_gantry_tilted_series_keeps_each_slice_position(tmp_path):
+    """A tilted gantry shears the grid, which a volume's affine cannot hold; the SEG's frames still carry
+    their own source image's position, and the labels still read back on the series' frames."""
+    volume = np.random.default_rng(1).integers(-100, 200, (20, 18, 7)).astype(np.int16)
+    series = write_dicom_series(tmp_path / "tilted", volume, gantry_deg=15, shuffle=True, seed=4)
+    labels = _labels(read_image(series).array.shape)
+    out = write_dicom_seg(labels, series, tmp_path / "seg.dcm", NAMES, ALGORITHM)
+    _check_seg(out, series, labels)
+
+
 def test_real_series(ct_mr_examples, tmp_path):
     series = ct_mr_examples / "example_ct_dicom"
     labels = _labels(read_image(series).array.shape)
