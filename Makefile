@@ -50,11 +50,18 @@ lint: install
 	$(PY) -m pipeline sync-configs unetpp_mri_segmentation --check
 	$(PY) -m pipeline sync-configs unetpp_ct_segmentation --check
 
+# Two pytest workers (whole files each, so module fixtures are built once), each with one compute thread: torch
+# then never oversubscribes the cores, and one worker's imports, subprocess start-ups and I/O overlap with the
+# other's compute. On the 2-core machine: 13:45 against 20:41 serial (two threads per process), same tests.
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
+TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+
 test: lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 test-fast: lint
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest -m "not slow" $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 MLFLOW_DIR ?= mlflow_store
 MLFLOW_PORT ?= 5000

@@ -11,18 +11,14 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from pipeline.errors import PipelineError
 from pipeline.inference import output_names, parse_shard, segment, select_shard
 from pipeline.inference.predictor import native_bf16
 from pipeline.io import read_header, read_image, write_image
-
-from ..conftest import write_dicom_series
 
 
 def _mixed_folder(root, ct_dataset):
@@ -171,10 +167,8 @@ def test_output_names_stay_inside_and_disambiguate():
 
 @pytest.mark.realdata
 def test_real_mixed_folder_dicom_nrrd_and_lps_mr(tmp_path, ct_mr_examples, exported):
-    """auto: a DICOM SEG for the DICOM series, each other input's own format; the SEG holds the voxels that the
-    same run writes as NIfTI with --output-format nifti."""
-    from pipeline.io.dicom_seg import read_dicom_seg
-
+    """auto: a DICOM SEG for the DICOM series (tests/inference/test_job_dicom_seg.py checks its voxels), each
+    other input's own format on its own grid."""
     inputs = tmp_path / "in"
     inputs.mkdir()
     shutil.copytree(ct_mr_examples / "example_ct_dicom", inputs / "patient1/ct_series")
@@ -188,34 +182,7 @@ def test_real_mixed_folder_dicom_nrrd_and_lps_mr(tmp_path, ct_mr_examples, expor
     for source, output in pairs:
         assert read_header(tmp_path / "out" / output).geometry.same_grid(read_header(inputs / source).geometry)
     assert read_header(tmp_path / "out/mr_lps_seg.nii.gz").geometry.orientation == "LPS"
-    seg = tmp_path / "out/ct_series_seg.dcm"
-    assert any(c.output == str(seg) for c in report.cases), "the report names the SEG file"
-    nifti = segment(exported["unetpp_ct_segmentation"], inputs / "patient1/ct_series", tmp_path / "nifti",
-                    device="cpu", progress=False, output_format="nifti")
-    assert nifti.counts()["ok"] == 1
-    label_map = read_image(tmp_path / "nifti/ct_series_seg.nii.gz")
-    assert label_map.geometry.same_grid(read_header(inputs / "patient1/ct_series").geometry)
-    assert np.array_equal(read_dicom_seg(seg, inputs / "patient1/ct_series"), label_map.array)
-    again = segment(exported["unetpp_ct_segmentation"], inputs, tmp_path / "out", device="cpu", progress=False)
-    assert again.counts() == {"ok": 0, "skipped": 3, "failed": 0}, "a re-run recognises its own SEG"
-
-
-def test_dicom_seg_for_an_oblique_unsorted_series_and_refused_for_files(tmp_path, mri_dataset, exported):
-    from pipeline.io.dicom_seg import read_dicom_seg
-
-    volume = (np.random.default_rng(3).normal(size=(40, 36, 14)) * 80 + 40).astype(np.int16)
-    series = write_dicom_series(tmp_path / "in/oblique", volume, tilt_deg=25, shuffle=True)
-    shutil.copy(mri_dataset / "imagesTr/mri_000.nii.gz", tmp_path / "in/mr.nii.gz")
-    model = exported["unetpp_ct_segmentation"]
-    report = segment(model, tmp_path / "in", tmp_path / "out", device="cpu", progress=False,
-                     output_format="dicom-seg")
-    failed = {Path(c.input).name: c.error for c in report.cases if c.status == "failed"}
-    assert list(failed) == ["mr.nii.gz"] and "--output-format dicom-seg needs a DICOM series" in failed["mr.nii.gz"]
-    segment(model, series, tmp_path / "nifti", device="cpu", progress=False, output_format="nifti")
-    expected = read_image(tmp_path / "nifti/oblique_seg.nii.gz").array
-    assert np.array_equal(read_dicom_seg(tmp_path / "out/oblique_seg.dcm", series), expected)
-    with pytest.raises(PipelineError, match="output format must be one of auto, nifti, dicom-seg, got 'png'"):
-        segment(model, series, tmp_path / "x", device="cpu", progress=False, output_format="png")
+    assert any(c.output == str(tmp_path / "out/ct_series_seg.dcm") for c in report.cases), "the report names the SEG"
 
 
 def test_the_job_does_not_import_monai(tmp_path, mri_dataset, exported):

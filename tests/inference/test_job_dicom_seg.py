@@ -1,0 +1,48 @@
+"""The batch job's DICOM SEG outputs: the same voxels as its NIfTI outputs, resumable, refused for plain files."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.inference import segment
+from pipeline.io import read_header, read_image
+from pipeline.io.dicom_seg import read_dicom_seg
+
+from ..conftest import write_dicom_series
+
+
+def test_real_series_seg_equals_the_nifti_of_the_same_model(tmp_path, ct_mr_examples, exported):
+    series = tmp_path / "in/ct_series"
+    shutil.copytree(ct_mr_examples / "example_ct_dicom", series)
+    model = exported["unetpp_ct_segmentation"]
+    report = segment(model, series, tmp_path / "seg", device="cpu", progress=False)
+    (case,) = report.cases
+    assert case.status == "ok" and case.output == str(tmp_path / "seg/ct_series_seg.dcm")
+    segment(model, series, tmp_path / "nifti", device="cpu", progress=False, output_format="nifti")
+    label_map = read_image(tmp_path / "nifti/ct_series_seg.nii.gz")
+    assert label_map.geometry.same_grid(read_header(series).geometry)
+    assert np.array_equal(read_dicom_seg(case.output, series), label_map.array)
+    again = segment(model, series, tmp_path / "seg", device="cpu", progress=False)
+    assert again.counts() == {"ok": 0, "skipped": 1, "failed": 0}, "a re-run recognises its own SEG"
+    assert again.cases[0].volumes_ml == case.volumes_ml
+
+
+def test_oblique_unsorted_series_and_plain_files_refused(tmp_path, mri_dataset, exported):
+    volume = (np.random.default_rng(3).normal(size=(40, 36, 14)) * 80 + 40).astype(np.int16)
+    series = write_dicom_series(tmp_path / "in/oblique", volume, tilt_deg=25, shuffle=True)
+    shutil.copy(mri_dataset / "imagesTr/mri_000.nii.gz", tmp_path / "in/mr.nii.gz")
+    model = exported["unetpp_ct_segmentation"]
+    report = segment(model, tmp_path / "in", tmp_path / "out", device="cpu", progress=False,
+                     output_format="dicom-seg")
+    failed = {Path(c.input).name: c.error for c in report.cases if c.status == "failed"}
+    assert list(failed) == ["mr.nii.gz"] and "--output-format dicom-seg needs a DICOM series" in failed["mr.nii.gz"]
+    segment(model, series, tmp_path / "nifti", device="cpu", progress=False, output_format="nifti")
+    expected = read_image(tmp_path / "nifti/oblique_seg.nii.gz").array
+    assert np.array_equal(read_dicom_seg(tmp_path / "out/oblique_seg.dcm", series), expected)
+    with pytest.raises(PipelineError, match="output format must be one of auto, nifti, dicom-seg, got 'png'"):
+        segment(model, series, tmp_path / "x", device="cpu", progress=False, output_format="png")
