@@ -117,3 +117,13 @@ def test_codes():
     assert [c.value for c in segment_codes("Hippocampus")] == ["91723000", "5366008"]
     assert segment_codes("right kidney")[1].value == "64033007"
     assert [c.value for c in segment_codes("anterior")] == ["85756007", "85756007"]
+
+
+def test_a_label_map_with_nothing_found(oblique, tmp_path):
+    """No label anywhere: the segments are described and, since a SEG needs at least one frame, highdicom keeps
+    the (empty) frames instead of omitting all of them."""
+    labels = np.zeros(read_image(oblique).array.shape, np.uint8)
+    out = write_dicom_seg(labels, oblique, tmp_path / "seg.dcm", NAMES, ALGORITHM)
+    seg = hd.seg.segread(str(out))
+    assert len(seg.SegmentSequence) == 3 and int(seg.NumberOfFrames) >= 1
+    assert not read_dicom_seg(out, oblique).any()
