@@ -40,24 +40,35 @@ logger = logging.getLogger(__name__)
 _PACKAGE = Path(__file__).resolve().parents[1]
 
 
+def _input_dims(meta: Mapping[str, Any]) -> tuple[int, int]:
+    """(spatial dimensions of the input volume, channels): a 2D network run slice by slice takes 3D volumes."""
+    network = meta.get("network", {})
+    slices = meta.get("inference", {}).get("kind") == "slice"
+    return (3 if slices else int(network.get("spatial_dims", 3))), int(network.get("in_channels", 1))
+
+
+def _target_spacing(meta: Mapping[str, Any], dims: int) -> list[float]:
+    """The model's target spacing: the default grid of an input given without ``affine`` or ``spacing``."""
+    target = [float(s) for s in meta.get("preprocessing", {}).get("target_spacing") or []]
+    return target if len(target) == dims else [1.0] * dims
+
+
 def model_signature(meta: Mapping[str, Any]) -> ModelSignature:
     """Input/output signature of a model from its deployment metadata.
 
     Args:
         meta: the exported model's metadata (``network.spatial_dims``, ``network.in_channels``,
-            ``preprocessing.target_spacing``).
+            ``inference.kind``, ``preprocessing.target_spacing``).
 
     Returns:
         float32 ``(X, Y[, Z][, C])`` in, uint8 label map ``(X, Y[, Z])`` out; params ``spacing``, ``affine``, ``tta``.
     """
-    network = meta.get("network", {})
-    dims = int(network.get("spatial_dims", 3))
-    channels = int(network.get("in_channels", 1))
+    dims, channels = _input_dims(meta)
     spatial = (-1,) * dims
     # unnamed tensors: predict() then receives the array itself, not a {"name": array} dict
     image = TensorSpec(np.dtype(np.float32), spatial + ((channels,) if channels > 1 else ()))
     labels = TensorSpec(np.dtype(np.uint8), spatial)
-    spacing = [float(s) for s in meta.get("preprocessing", {}).get("target_spacing") or [1.0] * dims]
+    spacing = _target_spacing(meta, dims)
     params = ParamSchema([ParamSpec("spacing", "double", spacing, (-1,)), ParamSpec("affine", "double", [], (-1,)),
                           ParamSpec("tta", "boolean", False)])
     return ModelSignature(inputs=Schema([image]), outputs=Schema([labels]), params=params)
@@ -93,9 +104,7 @@ class SegmentationModel(mlflow.pyfunc.PythonModel):
         module, self.meta = load_torchscript(context.artifacts["torchscript"], device)
         self.preprocess = Preprocessor(self.meta)
         self.predictors = {tta: Predictor(module, self.meta, device=device, tta=tta) for tta in (False, True)}
-        network = self.meta.get("network", {})
-        self.dims = int(network.get("spatial_dims", 3))
-        self.channels = int(network.get("in_channels", 1))
+        self.dims, self.channels = _input_dims(self.meta)
 
     def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> np.ndarray:
         """Label map of one volume (``model_input`` has no type hint: MLflow would read one as an input schema).
@@ -119,7 +128,7 @@ class SegmentationModel(mlflow.pyfunc.PythonModel):
         if array.ndim != expected or (self.channels > 1 and array.shape[-1] != self.channels):
             raise ValueError(f"this model takes a {self.dims}D volume with {self.channels} channel(s) "
                              f"(array of {expected} axes, channels last), got shape {array.shape}")
-        target = self.meta.get("preprocessing", {}).get("target_spacing") or [1.0] * self.dims
+        target = _target_spacing(self.meta, self.dims)
         image, state = self.preprocess(array, _affine(params, self.dims, target), spatial_dims=self.dims)
         probs = self.predictors[bool(params.get("tta", False))](image)
         restored = self.preprocess.invert(probs[0], state)

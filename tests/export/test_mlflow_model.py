@@ -58,6 +58,8 @@ def test_signature_follows_channels_and_dimensions():
     assert next(p.default for p in two.params if p.name == "spacing") == [0.7, 0.7, 2.8]
     flat = model_signature({"network": {"spatial_dims": 2, "in_channels": 1}})
     assert list(flat.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, -1]
+    slices = model_signature({"network": {"spatial_dims": 2, "in_channels": 1}, "inference": {"kind": "slice"}})
+    assert list(slices.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, -1, -1], "2D net, 3D volumes"
 
 
 def test_predictions_equal_the_batch_job_on_any_orientation(pyfunc, mri_dataset, tmp_path):
@@ -91,3 +93,28 @@ def test_spacing_param_and_bad_input(pyfunc):
         model.predict(volume, params={"spacing": [1.0, 0.0, 1.0]})
     with pytest.raises(Exception, match="does not match expected shape"):
         model.predict(volume[..., None].repeat(2, -1))
+
+
+def test_a_2d_network_run_slice_by_slice_takes_volumes(mri_dataset, tmp_path):
+    from monai.bundle import ConfigParser
+
+    from pipeline.export import export_bundle
+    from pipeline.inference import segment
+
+    bundle = REPO / "bundles" / "unetpp_mri_segmentation"
+    parser = ConfigParser()
+    parser.read_config([str(bundle / "configs" / f"{c}.json") for c in ("train", "train_2d")])
+    parser["device"] = "$torch.device('cpu')"
+    parser["features"] = TINY["features"]
+    torch.manual_seed(4)
+    torch.save(parser.get_parsed_content("network_def").state_dict(), tmp_path / "m2d.pt")
+    ts = export_bundle(bundle, tmp_path / "m2d.pt", tmp_path / "export" / "m2d.ts", configs=("train", "train_2d"),
+                       overrides={"features": TINY["features"]}).path
+    model = mlflow.pyfunc.load_model(str(save_mlflow_model(ts, tmp_path / "mlflow_2d")))
+    case = min((mri_dataset / "imagesTr").glob("*.nii.gz"))
+    image = read_image(case)
+    labels = model.predict(np.asarray(image.array, np.float32),
+                           params={"affine": np.asarray(image.geometry.affine).ravel().tolist()})
+    segment(ts, case, tmp_path / "out", device="cpu", progress=False)
+    (written,) = list((tmp_path / "out").rglob("*.nii.gz"))
+    assert np.array_equal(labels, read_image(written).array.astype(np.uint8))
