@@ -47,6 +47,13 @@ def _plain(value: Any) -> bool:
         v is None or isinstance(v, (bool, int, float, str)) for v in value)
 
 
+def _literal(value: Any) -> bool:
+    """A plain value written out in the config: no reference, expression or macro inside a list either."""
+    special = isinstance(value, str) and value[:1] in ("@", "$", "%")
+    return _plain(value) and not special and not (
+        isinstance(value, (list, tuple)) and any(isinstance(v, str) and v[:1] in ("@", "$", "%") for v in value))
+
+
 class _Evaluator:
     """Evaluates the expressions of one config whose references are all plain values or such expressions."""
 
@@ -71,7 +78,7 @@ class _Evaluator:
                 ok = (depth < 16 and not any(token in value for token in _NOT_EVALUATED)
                       and all(self._is_safe(ref, depth + 1) for ref in refs))
             else:
-                ok = value is not _SKIP and _plain(value) and not (isinstance(value, str) and value[:1] == "%")
+                ok = value is not _SKIP and _literal(value)
             self.safe[id_] = ok
         return self.safe[id_]
 
@@ -105,7 +112,7 @@ def _walk(node: Any, name: str, id_: str, evaluate: _Evaluator | None, out: dict
             continue
         if key.startswith("_"):
             continue
-        if isinstance(value, Mapping) or (isinstance(value, list) and not _plain(value)):
+        if isinstance(value, Mapping) or (isinstance(value, list) and not _literal(value)):
             _walk(value, path, ref, evaluate, out)
         elif isinstance(value, str) and value[:1] in ("@", "%"):
             continue  # the referenced value is logged under its own name

@@ -12,11 +12,12 @@ def test_flatten_logs_resolved_values_once():
               "optimizer": {"_target_": "torch.optim.AdamW", "lr": "@learning_rate", "params": "$@net.parameters()"},
               "datalist": "$pipeline.training.prepare_fold(@bundle_root)", "cb": "$lambda x: x",
               "transforms": [{"_target_": "Spacingd", "pixdim": [1.0, 1.0, 2.0], "_disabled_": "$@amp"}],
-              "run": ["$@trainer.run()"], "training": "%run"}
+              "run": ["$@trainer.run()"], "training": "%run", "mixed": [1, "@learning_rate", "$@bundle_root + '/x'"]}
     flat = flatten_config(config)
     assert flat == {"learning_rate": "0.003", "features": "[16, 32]", "bundle_root": "/b", "ckpt": "/b/m",
                     "device": "cpu", "amp": "false", "depth": "3", "net": "UNet", "optimizer": "torch.optim.AdamW",
-                    "transforms/0": "Spacingd", "transforms/0/pixdim": "[1.0, 1.0, 2.0]"}
+                    "transforms/0": "Spacingd", "transforms/0/pixdim": "[1.0, 1.0, 2.0]",
+                    "mixed/0": "1", "mixed/2": "/b/x"}
     # without evaluation the expressions are left out, never logged as text
     assert "device" not in flatten_config(config, evaluate=False)
 
