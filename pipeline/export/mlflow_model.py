@@ -97,14 +97,20 @@ class SegmentationModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         from pipeline.export.torchscript import load_torchscript
-        from pipeline.inference.predictor import Predictor
         from pipeline.inference.preprocess import Preprocessor
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        module, self.meta = load_torchscript(context.artifacts["torchscript"], device)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.module, self.meta = load_torchscript(context.artifacts["torchscript"], self.device)
         self.preprocess = Preprocessor(self.meta)
-        self.predictors = {tta: Predictor(module, self.meta, device=device, tta=tta) for tta in (False, True)}
+        self.predictors: dict[bool, Any] = {}  # built on first use: each one optimises (freezes) the module
         self.dims, self.channels = _input_dims(self.meta)
+
+    def _predictor(self, tta: bool) -> Any:
+        from pipeline.inference.predictor import Predictor
+
+        if tta not in self.predictors:
+            self.predictors[tta] = Predictor(self.module, self.meta, device=self.device, tta=tta)
+        return self.predictors[tta]
 
     def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> np.ndarray:
         """Label map of one volume (``model_input`` has no type hint: MLflow would read one as an input schema).
@@ -130,7 +136,7 @@ class SegmentationModel(mlflow.pyfunc.PythonModel):
                              f"(array of {expected} axes, channels last), got shape {array.shape}")
         target = _target_spacing(self.meta, self.dims)
         image, state = self.preprocess(array, _affine(params, self.dims, target), spatial_dims=self.dims)
-        probs = self.predictors[bool(params.get("tta", False))](image)
+        probs = self._predictor(bool(params.get("tta", False)))(image)
         restored = self.preprocess.invert(probs[0], state)
         return torch.argmax(restored, dim=0).to(torch.uint8).numpy()
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pipeline.data.discover import InputCase
 from pipeline.io import label_suffix_for
+from pipeline.io.dicom_seg import SEG_SUFFIX
 
 __all__ = ["OUTPUT_FORMATS", "output_names", "parse_shard", "select_shard", "shard_from_env", "without_own_outputs"]
 
@@ -39,7 +40,7 @@ def _suffix(first: str, output_format: str) -> str:
     if output_format == "nifti":
         return ".nii.gz"
     if output_format in ("auto", "dicom-seg") and Path(first).is_dir():  # a DICOM series folder
-        return ".dcm"
+        return SEG_SUFFIX
     return label_suffix_for(first)
 
 

@@ -113,6 +113,10 @@ class _Job:
         self.output_format = output_format
         self.preprocess = Preprocessor(meta)
         self.labels = {str(k): str(v) for k, v in meta.get("labels", {}).items()}
+        bundle = meta.get("bundle") or {}  # what a DICOM SEG describes: its segments and the algorithm
+        self.segments = {int(k): v for k, v in self.labels.items() if int(k) > 0}
+        self.algorithm = SegAlgorithm(str(bundle.get("name") or "unetpp-pipeline"),
+                                      str(bundle.get("version") or "unknown"), provenance.model_sha256)
         self.disk_full: DiskFullError | None = None
         self.write_queue_peak = 0
 
@@ -145,7 +149,7 @@ class _Job:
         if case.output.is_symlink():  # --overwrite: replace the link itself, never write through it
             case.output.unlink()
         if case.output.name.endswith(SEG_SUFFIX):
-            write_dicom_seg(labels_map, case.input.paths[0], case.output, self._foreground(), self._algorithm(),
+            write_dicom_seg(labels_map, case.input.paths[0], case.output, self.segments, self.algorithm,
                             notes=self.provenance.line)
         else:
             write_image(labels_map, case.volume.geometry, case.output, notes=self.provenance.line)
@@ -154,14 +158,6 @@ class _Job:
         return CaseResult(case.name, case.path, str(case.output), "ok", round(time.time() - case.started, 2),
                           volumes_ml=_volumes(labels_map, case.volume.geometry.spacing, self.labels),
                           warning=case.warning)
-
-    def _foreground(self) -> dict[int, str]:
-        return {int(k): v for k, v in self.labels.items() if int(k) > 0}
-
-    def _algorithm(self) -> SegAlgorithm:
-        bundle = self.meta.get("bundle") or {}
-        return SegAlgorithm(str(bundle.get("name") or "unetpp-pipeline"), str(bundle.get("version") or "unknown"),
-                            self.provenance.model_sha256)
 
     def skipped(self, case: _Case) -> CaseResult:
         if case.output.name.endswith(SEG_SUFFIX):
@@ -270,7 +266,6 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
         predictor = Predictor(module, meta, device=device, level=level, overlap=overlap,
                               sw_batch_size=sw_batch_size, tta=tta, precision=precision)
         provenance = Provenance(file_sha256(model), predictor.level, predictor.precision, bool(tta), predictor.overlap)
-        names = output_names([], output_format)  # an unknown format stops here, before any case
         cases = _find(input_path, folder, int((meta.get("network") or {}).get("in_channels") or 1), output_format)
         names = output_names(list(cases.values()), output_format)
         job = _Job(predictor, meta, folder, cases, names, provenance, overwrite, int(workers), output_format)

@@ -2,8 +2,8 @@
 map marked with what produced it.
 
 A re-run must not trust a file because its name matches. Each label map carries a provenance line in its header
-(NIfTI ``descrip``, NRRD/MHA ``ITK_FileNotes``, a DICOM SEG's Content Description): ``pipeline segment <hash>``, the hash of the model file's
-SHA-256, the level, precision, TTA and overlap. For an existing output the job then
+(NIfTI ``descrip``, NRRD/MHA ``ITK_FileNotes``, a DICOM SEG's Content Description): ``pipeline segment <hash>``,
+the hash of the model file's SHA-256, the level, precision, TTA and overlap. For an existing output the job then
 
 - skips it when the line matches this run (the case is complete);
 - redoes it when the line is this job's but another run's (another model, level, precision, TTA or overlap);
@@ -31,6 +31,7 @@ from pathlib import Path
 from pipeline.errors import PipelineError
 from pipeline.io import read_notes
 from pipeline.io.atomic import temporary_pattern
+from pipeline.io.dicom_seg import SEG_SUFFIX, read_seg_notes
 
 __all__ = ["PROVENANCE_PREFIX", "OutputFolder", "Provenance", "file_sha256"]
 
@@ -79,11 +80,7 @@ class Provenance:
 
 
 def _notes(path: Path) -> str | None:
-    if path.suffix == ".dcm":  # a DICOM SEG: the line is its Content Description
-        from pipeline.io.dicom_seg import read_seg_notes
-
-        return read_seg_notes(path)
-    return read_notes(path)
+    return read_seg_notes(path) if path.suffix == SEG_SUFFIX else read_notes(path)
 
 
 class OutputFolder:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,7 +124,7 @@ def _source_datasets(series_dir: Path) -> list:
     return datasets
 
 
-def _descriptions(labels_present: Sequence[int], names: Mapping[int, str], algorithm: SegAlgorithm) -> list:
+def _descriptions(names: Mapping[int, str], algorithm: SegAlgorithm) -> list:
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -132,10 +132,10 @@ def _descriptions(labels_present: Sequence[int], names: Mapping[int, str], algor
         name=algorithm.name[:64], family=codes.cid7162.ArtificialIntelligence, version=algorithm.version[:64],
         parameters={"model_sha256": algorithm.model_sha256})
     out = []
-    for number in labels_present:
-        category, kind = segment_codes(names.get(number, f"label {number}"))
+    for number, name in sorted(names.items()):
+        category, kind = segment_codes(name)
         out.append(hd.seg.SegmentDescription(
-            segment_number=number, segment_label=names.get(number, f"label {number}")[:64],
+            segment_number=number, segment_label=name[:64],
             segmented_property_category=category, segmented_property_type=kind,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=identification,
             display_color=hd.color.CIELabColor.from_rgb(*_RGB[(number - 1) % len(_RGB)])))
@@ -168,14 +168,15 @@ def write_dicom_seg(labels: np.ndarray, series_dir: str | os.PathLike, dest: str
     if frames.shape != (len(sources), rows, cols):
         raise PipelineError(f"{series_dir}: the label map must have the series' shape (slices, rows, columns) "
                             f"{(len(sources), rows, cols)}, got {frames.shape}")
-    numbers = sorted(int(k) for k in names if int(k) > 0)
+    segments = {int(k): str(v) for k, v in names.items() if int(k) > 0}
+    numbers = sorted(segments)
     if numbers != list(range(1, len(numbers) + 1)) or int(frames.max(initial=0)) > len(numbers):
         raise PipelineError(f"{series_dir}: label ids must be 1..N with a name each, got names for {numbers} and "
                             f"values up to {int(frames.max(initial=0))}")
     first = sources[0]
     seg = hd.seg.Segmentation(
         source_images=sources, pixel_array=frames, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=_descriptions(numbers, {int(k): str(v) for k, v in names.items()}, algorithm),
+        segment_descriptions=_descriptions(segments, algorithm),
         series_instance_uid=hd.UID(), series_number=int(getattr(first, "SeriesNumber", 0) or 0) + 1000,
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer="unetpp-pipeline",
         manufacturer_model_name=algorithm.name[:64], software_versions=algorithm.version[:64],

@@ -44,10 +44,11 @@ def to_ras(affine: np.ndarray, *volumes: np.ndarray) -> tuple[list[np.ndarray], 
     """Reorder and flip ``(X, Y, Z)`` volumes to RAS voxel order (nibabel's ``RAS+``: axis 0 runs from the
     patient's left to their right) from their affine; return them with the voxel size along R, A, S."""
     import nibabel.orientations as nio
+    from monai.data.utils import affine_to_spacing
 
     affine = np.asarray(affine, dtype=float)
     ornt = nio.io_orientation(affine)
-    spacing = np.sqrt((affine[:3, :3] ** 2).sum(0))
+    spacing = affine_to_spacing(affine, r=3)
     ras_spacing = tuple(float(spacing[int(axis)]) for axis in np.argsort(ornt[:, 0]))
     return [nio.apply_orientation(v, ornt) for v in volumes], ras_spacing
 

@@ -3,8 +3,8 @@
 A version is created for every finished training that exported a model (its source is the run's ``model``
 folder, an MLflow pyfunc model, see :mod:`pipeline.export.mlflow_model`). The alias ``best`` moves to the new
 version only when its validation key metric (``val/mean_dice`` in the bundles) is at least that of the version
-that holds the alias now (a version without validation metrics takes it only from nobody), so ``models:/<name>@best`` always loads the best model registered so far; the metric
-values are version tags.
+that holds the alias now (a version without validation metrics takes it only from nobody), so
+``models:/<name>@best`` always loads the best model registered so far; the metric values are version tags.
 
 Example:
     >>> register_model(client, "unetpp_mri_segmentation", run_id, {"val/mean_dice": 0.83}, "val/mean_dice")
