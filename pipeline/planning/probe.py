@@ -2,8 +2,9 @@
 
 :func:`network_cost` runs the UNet++ once on PyTorch's ``meta`` device (no memory, no arithmetic) and counts the
 multiply-accumulates of every convolution and the elements of every layer output, for one patch. :func:`probe_step`
-times real training steps (deep-supervised DiceCE, AdamW; AMP on CUDA, as the bundles train) of a network on
-random data, after a warm-up step, and returns the median.
+times real training steps (deep-supervised DiceCE, AdamW) of a network on random data, after a warm-up step, and
+returns the median. It trains as the bundles do (:mod:`pipeline.training.precision`): fp16 AMP on CUDA, bf16
+autocast on CPUs with native bf16, channels-last on the CPU.
 
 Example:
     >>> macs, elements = network_cost(3, 1, 3, [16, 32, 64, 128, 16], [[2, 2, 2]] * 3, [40, 56, 40])
@@ -48,19 +49,26 @@ def network_cost(spatial_dims: int, in_channels: int, out_channels: int, feature
         strides: per-level strides (``depth`` entries).
         patch: patch size.
     """
+    from pipeline.networks import UpCatNode
+
     net = _network(spatial_dims, in_channels, out_channels, features, strides).to("meta").train()
     convs = (torch.nn.Conv2d, torch.nn.Conv3d)
     transposed = (torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)
     totals = [0.0, 0.0]
 
     def hook(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if isinstance(module, UpCatNode):  # its first convolution runs on weight slices, not through the module
+            totals[0] += float(module.convs.conv_0.conv.weight.numel()) * output[0, 0].numel()
+            totals[1] += float(output.numel())
+            return
         totals[1] += float(output.numel())
         if isinstance(module, convs):
             totals[0] += float(module.weight.numel()) * output[0, 0].numel()
         elif isinstance(module, transposed):
             totals[0] += float(module.weight.numel()) * inputs[0][0, 0].numel()
 
-    handles = [m.register_forward_hook(hook) for m in net.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in net.modules()
+               if not list(m.children()) or isinstance(m, UpCatNode)]
     try:
         net(torch.empty(1, in_channels, *patch, device="meta"))
     finally:
@@ -97,9 +105,10 @@ def probe_step(spatial_dims: int, in_channels: int, out_channels: int, features:
         steps: timed steps. Defaults to 3.
     """
     from pipeline.losses import DeepSupervisedDiceCELoss
+    from pipeline.training.precision import prepare_network, training_autocast
 
     dev = torch.device(device)
-    net = _network(spatial_dims, in_channels, out_channels, features, strides).to(dev).train()
+    net = prepare_network(_network(spatial_dims, in_channels, out_channels, features, strides), dev).train()
     loss_fn = DeepSupervisedDiceCELoss(weights=[0.5 ** i for i in range(len(strides))], to_onehot_y=True,
                                        softmax=True, batch=True)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
@@ -107,14 +116,16 @@ def probe_step(spatial_dims: int, in_channels: int, out_channels: int, features:
     x = torch.randn(batch, in_channels, *patch, generator=generator).to(dev)
     y = torch.randint(0, out_channels, (batch, 1, *patch), generator=generator).to(dev)
     amp = dev.type == "cuda"
+    dtype = torch.float16 if amp else training_autocast(dev)
     if amp:
         torch.cuda.reset_peak_memory_stats(dev)
     times = []
     for index in range(steps + 1):
         started = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(dev.type, enabled=amp):
-            loss = loss_fn(net(x), y)
+        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+            heads = net(x)
+        loss = loss_fn([h.float() for h in heads], y)
         loss.backward()
         optimizer.step()
         if amp:

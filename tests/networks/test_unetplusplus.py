@@ -207,3 +207,37 @@ def test_deep_supervision_checkpoint_loads_without_it():
     plain.load_state_dict(trained.state_dict())
     plain.train()
     assert isinstance(plain(torch.zeros(1, 1, 32, 16, 16)), torch.Tensor)
+
+
+@pytest.mark.parametrize("spatial_dims, shape", [(3, (2, 2, 33, 32, 19)), (2, (3, 1, 33, 47))])
+def test_channels_last_layout_trains_the_same_network(spatial_dims, shape):
+    """The layout the CPU trains in (pipeline.training.prepare_network): same heads, same gradients."""
+    torch.manual_seed(0)
+    net = UNetPlusPlus(spatial_dims, shape[1], 3, features=SMALL, deep_supervision=True)
+    twin = UNetPlusPlus(spatial_dims, shape[1], 3, features=SMALL, deep_supervision=True)
+    twin.load_state_dict(net.state_dict())
+    layout = torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
+    twin = twin.to(memory_format=layout)
+    x = torch.randn(*shape)
+    heads, cl_heads = net(x), twin(x)
+    for a, b in zip(heads, cl_heads):
+        assert (a - b).abs().max() < 1e-4
+    sum(h.square().mean() for h in heads).backward()
+    sum(h.square().mean() for h in cl_heads).backward()
+    grads = dict(twin.named_parameters())
+    # float sums in another order: compare each gradient as a whole, against a floor for those that are zero in
+    # exact arithmetic (a convolution bias followed by instance norm)
+    floor = 1e-2 * max(p.grad.norm() for p in net.parameters())
+    for name, p in net.named_parameters():
+        error = (p.grad - grads[name].grad).norm() / torch.maximum(p.grad.norm(), floor)
+        assert error < 1e-2, f"{name}: relative error {error:.2e}"
+
+
+def test_decoder_nodes_never_concatenate(monkeypatch):
+    """A node convolves each skip part with its slice of the weights: no full-resolution concatenation copy."""
+    net = UNetPlusPlus(3, 1, 2, features=SMALL, deep_supervision=True)
+    calls = []
+    original = torch.cat
+    monkeypatch.setattr(torch, "cat", lambda *a, **k: calls.append(1) or original(*a, **k))
+    net(torch.randn(2, 1, 32, 32, 16))
+    assert calls == []
