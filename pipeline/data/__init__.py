@@ -1,4 +1,5 @@
-"""Datalists (MSD, nnU-Net v2 raw, paired folders, CSV), validation, summaries, K-fold splits, phantoms."""
+"""Datalists (MSD, nnU-Net v2 raw, paired folders, CSV), validation, summaries, K-fold splits, phantoms, the
+data workers' default."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pipeline.data.datalist import (
     load_paired,
 )
 from pipeline.data.discover import InputCase, find_cases, find_images
+from pipeline.data.loading import default_num_workers
 from pipeline.data.folds import fold_datalist, load_splits, make_splits, save_splits, split_items
 from pipeline.data.phantoms import LABELS, MODALITIES, make_phantom
 from pipeline.data.summary import DatasetSummary, summarize_datalist, summarize_reports
@@ -27,8 +29,7 @@ from pipeline.data.validation import (
 
 __all__ = [
     "FORMATS", "LABELS", "MODALITIES", "CaseReport", "Datalist", "DatasetSummary", "DatasetValidationError",
-    "InputCase", "case_id", "find_cases", "find_images", "fold_datalist", "inspect_case", "inspect_datalist",
-    "load_csv", "load_datalist", "load_msd",
-    "load_nnunet", "load_paired", "load_splits", "make_phantom", "make_splits", "save_splits", "split_items",
+    "InputCase", "case_id", "default_num_workers", "find_cases", "find_images", "fold_datalist", "inspect_case",
+    "inspect_datalist", "load_csv", "load_datalist", "load_msd", "load_nnunet", "load_paired", "load_splits", "make_phantom", "make_splits", "save_splits", "split_items",
     "summarize_datalist", "summarize_reports", "validate_datalist", "write_synthetic_dataset",
 ]

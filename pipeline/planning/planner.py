@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.data.loading import default_num_workers
 from pipeline.planning import rules
 from pipeline.planning.fingerprint import Fingerprint
 from pipeline.planning.probe import ProbeResult, network_cost, probe_step
@@ -302,7 +303,7 @@ def _overrides(draft: _Draft, choice: rules.PatchChoice, dataset_dir: str | None
         "deploy_level": depth,
         "batch_size": choice.batch // samples,
         "samples_per_volume": samples,
-        "num_workers": max(1, min(8, draft.spec.cores // 2)),
+        "num_workers": default_num_workers(draft.spec.cores),
         "learning_rate": LEARNING_RATE,
         "minutes": float(draft.minutes),
     }

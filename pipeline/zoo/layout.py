@@ -31,8 +31,8 @@ logger = logging.getLogger(__name__)
 
 #: train.json keys that inference needs: paths, device, the hyperparameters of the network and of the
 #: preprocessing, the network, the deterministic transform chain and the sliding-window inferer.
-SHARED_KEYS = ("imports", "bundle_name", "bundle_root", "ckpt_dir", "output_dir", "dataset_dir", "device", "amp",
-               "num_classes", "label_names", "spatial_dims", "in_channels", "target_spacing", "crop_threshold",
+SHARED_KEYS = ("imports", "bundle_name", "bundle_root", "ckpt_dir", "output_dir", "dataset_dir", "device", "precision",
+               "amp", "num_classes", "label_names", "spatial_dims", "in_channels", "target_spacing", "crop_threshold",
                "crop_margin", "normalization", "patch_size", "num_workers", "features", "strides", "deploy_level",
                "sw_batch_size", "sw_overlap", "network_def", "network", "preprocessing", "inferer")
 
