@@ -94,8 +94,9 @@ def export_bundle(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike, 
         bundle_dir: the bundle folder (holding ``configs/``).
         checkpoint: weights (``models/model.pt`` or ``models/checkpoint_latest.pt``).
         out: destination ``.ts`` file.
-        level: inference level; None takes the config's ``deploy_level`` (the pruned level the bundle validated
-            for deployment), else the network's own level (its full depth). Defaults to None.
+        level: inference level; None takes the config's ``deploy_level``: a level, or ``auto`` (the level chosen
+            from validation for this checkpoint, recorded in ``levels.json`` beside it; the full network without a
+            record). Without that key, the network's own level (its full depth). Defaults to None.
         device: ``cpu`` or ``cuda[:N]``. Defaults to ``"cpu"``.
         half: fp16 weights (CUDA only). Defaults to False.
         configs: config files combined, e.g. ``("train", "train_2d")``: names of the bundle's configs, or paths
@@ -107,7 +108,9 @@ def export_bundle(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike, 
     network = parser.get_parsed_content("network_def")
     load_network_weights(network, checkpoint)
     if level is None and "deploy_level" in parser:
-        level = int(parser.get_parsed_content("deploy_level"))
+        from pipeline.training.levels import resolve_level
+
+        level = resolve_level(parser.get_parsed_content("deploy_level"), checkpoint, network.depth)
     metadata = bundle_metadata(parser, network, level=level,
                                extra={"checkpoint": str(Path(checkpoint).resolve()), "configs": list(configs),
                                       "overrides": json.loads(json.dumps(dict(overrides or {}), default=str))})

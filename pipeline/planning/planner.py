@@ -300,7 +300,7 @@ def _overrides(draft: _Draft, choice: rules.PatchChoice, dataset_dir: str | None
         "features": rules.features(depth, *draft.base_and_cap),
         "strides": choice.strides,
         "ds_weights": [0.5 ** i for i in range(depth)],
-        "deploy_level": depth,
+        "deploy_level": "auto",
         "batch_size": choice.batch // samples,
         "samples_per_volume": samples,
         "num_workers": default_num_workers(draft.spec.cores),

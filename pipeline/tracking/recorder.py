@@ -52,15 +52,17 @@ class TrainingRecorder(SafeMLFlowHandler):
         label_names: label id -> name. Defaults to None.
         bundle_meta: bundle metadata. Defaults to None.
         registered_model_name: Model Registry name; None skips registration. Defaults to None.
-        export_level: UNet++ level of the export (the bundle's ``deploy_level``); None keeps the network's.
-            Defaults to None.
+        export_level: UNet++ level of the export (the bundle's ``deploy_level``: a level, or ``auto`` for the level
+            chosen from validation for the best model, recorded beside it at the end of training); None keeps the
+            network's. Defaults to None.
         **kwargs: as ``monai.handlers.MLFlowHandler``.
     """
 
     def __init__(self, ckpt_dir: str | os.PathLike, tags: Mapping[str, str] | None = None, resume: bool = False,
                  validator: Engine | None = None, network: Any = None, preprocessing: Any = None,
                  inferer: Any = None, label_names: Mapping | None = None, bundle_meta: Mapping | None = None,
-                 registered_model_name: str | None = None, export_level: int | None = None, **kwargs: Any) -> None:
+                 registered_model_name: str | None = None, export_level: int | str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.ckpt_dir = Path(ckpt_dir)
         self.tags = dict(tags or {})
@@ -119,6 +121,7 @@ class TrainingRecorder(SafeMLFlowHandler):
         if self.network is None or not best.is_file():
             return None
         from pipeline.export import deployment_metadata, export_torchscript, load_network_weights
+        from pipeline.training.levels import resolve_level
 
         try:
             network = copy.deepcopy(getattr(self.network, "module", self.network)).cpu()
@@ -127,7 +130,8 @@ class TrainingRecorder(SafeMLFlowHandler):
                                        bundle=self.bundle_meta, extra={"checkpoint": str(best.resolve()),
                                                                        "validation": self.best})
             folder = self.ckpt_dir / "export"
-            result = export_torchscript(network, folder / "model.ts", meta, level=self.export_level, device="cpu")
+            level = None if self.export_level is None else resolve_level(self.export_level, best, network.depth)
+            result = export_torchscript(network, folder / "model.ts", meta, level=level, device="cpu")
             write_text_atomic(folder / "metadata.json", json.dumps(result.metadata, indent=1) + "\n")
             logger.info("exported the best model to %s (parity %.2g)", result.path, result.max_abs_diff)
             return folder

@@ -57,9 +57,9 @@ def is_main_process() -> bool:
     return rank_and_world()[0] == 0
 
 
-#: Handlers that only rank 0 should run: logging, best-model saving, progress bars, tracking.
+#: Handlers that only rank 0 should run: logging, best-model saving, progress bars, tracking, the level record.
 RANK_ZERO_ONLY = ("StatsHandler", "CheckpointSaver", "ProgressBar", "TensorBoardStatsHandler", "MLFlowHandler",
-                  "SafeMLFlowHandler", "TrainingRecorder", "ValidationTracker")
+                  "SafeMLFlowHandler", "TrainingRecorder", "ValidationTracker", "LevelSelection")
 
 
 def rank_zero_handlers(handlers: list | None) -> list | None:

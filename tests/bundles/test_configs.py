@@ -10,6 +10,8 @@ import pytest
 from monai.bundle import ConfigParser
 from monai.bundle.config_item import ComponentLocator
 
+from pipeline.training import resolve_level
+
 from .conftest import BUNDLES, NAMES, REPO, check, run_bundle
 
 ALL_CONFIGS = sorted(BUNDLES.glob("*/configs/*.json"))
@@ -70,7 +72,9 @@ def test_config_combinations_parse_with_the_standard_keys(bundle, combo):
     if "inference" in combo:
         assert "evaluator" in parser and "dataset" in parser and "inference" in parser
         parser["device"] = "$torch.device('cpu')"
-        assert parser.get_parsed_content("network_def").level == parser.get_parsed_content("deploy_level")
+        net = parser.get_parsed_content("network_def")
+        assert net.level == resolve_level(parser.get_parsed_content("deploy_level"),
+                                          parser.get_parsed_content("ckpt_path"), net.depth)
         if "train_2d" in combo:
             assert parser.get_parsed_content("network_def").spatial_dims == 2
             assert type(parser.get_parsed_content("inferer")).__name__ == "SliceInferer"

@@ -45,6 +45,25 @@ def test_training_saves_best_model_latest_state_split_and_metrics(trained):
     assert "Key metric: val_mean_dice best value" in log
 
 
+def test_training_records_the_deployment_level_chosen_from_validation(trained):
+    from pipeline.training import resolve_level
+
+    bundle, data, root, log = trained
+    record = json.loads((root / "models/levels.json").read_text())
+    means = {int(k): v["mean_dice"] for k, v in record["levels"].items()}
+    assert sorted(means) == [1, 2, 3, 4] and record["tolerance"] == 0.002
+    assert means[record["chosen"]] >= max(means.values()) - 0.002
+    assert all(means[lv] < max(means.values()) - 0.002 for lv in means if lv < record["chosen"])
+    assert resolve_level("auto", root / "models/model.pt", 4) == record["chosen"]
+    assert f"deployment level L{record['chosen']}" in log
+    # a model trained elsewhere (or by an earlier version) gets its record with the run id selecting_level
+    (root / "models/levels.json").rename(root / "models/levels.first.json")
+    check(run_bundle("run", "selecting_level", "--config_file", configs(bundle, "train"), "--dataset_dir",
+                     str(data), "--bundle_root", str(root), *TINY, cwd=root))
+    again = json.loads((root / "models/levels.json").read_text())
+    assert again["chosen"] == record["chosen"] and again["model_sha256"] == record["model_sha256"]
+
+
 def test_evaluate_writes_dice_and_hd95_per_class(trained):
     bundle, data, root, _ = trained
     check(run_bundle("run", "evaluating", "--config_file", configs(bundle, "train", "evaluate"), "--dataset_dir",

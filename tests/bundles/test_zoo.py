@@ -13,6 +13,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
+from pipeline.training import resolve_level
 from pipeline.zoo import SHARED_KEYS, sync_inference_config
 
 from .conftest import BUNDLES, MODALITY, NAMES, REPO, check, run_bundle
@@ -87,7 +88,8 @@ def test_ckpt_export_with_inference_json_alone(bundle, tmp_path):
     x = torch.randn(1, parser["in_channels"], *[32] * parser["spatial_dims"])
     with torch.no_grad():
         assert torch.allclose(scripted(x), net.eval()(x), atol=1e-5)
-    assert net.level == parser.get_parsed_content("deploy_level"), "exported at the deployment level"
+    assert net.level == resolve_level(parser.get_parsed_content("deploy_level"), None, net.depth), \
+        "exported at the deployment level (the full network: the fresh model.pt has no level record)"
 
 
 def _sampled_cases(rank: int, world: int, port: int, queue) -> None:
@@ -189,7 +191,8 @@ def test_shipped_torchscript_runs_the_batch_job_and_matches_the_checkpoint(tmp_p
     x = torch.randn(1, 1, *meta["inference"]["roi_size"])
     with torch.no_grad():
         assert torch.allclose(model(x).float(), net.eval()(x), atol=1e-4)
-    assert meta["inference"]["level"] == parser.get_parsed_content("deploy_level")
+    assert meta["inference"]["level"] == resolve_level(parser.get_parsed_content("deploy_level"),
+                                                       SHIPPED / "models/model.pt", net.depth)
     proc = subprocess.run([sys.executable, "-m", "pipeline", "segment", "--model", str(SHIPPED / "models/model.ts"),
                            "--input", str(mri_dataset / "imagesTr"), "--output", str(tmp_path / "out"),
                            "--no-progress"], check=False, capture_output=True, text=True, cwd=REPO)

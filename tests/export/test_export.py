@@ -105,6 +105,25 @@ def test_export_bundle_from_checkpoint(tmp_path, tiny_checkpoints):
                       tmp_path / "x.ts")  # default features: the tiny weights do not fit
 
 
+def test_export_takes_the_level_chosen_for_that_checkpoint(tmp_path, tiny_checkpoints):
+    import json
+    import shutil
+
+    from pipeline.inference.outputs import file_sha256
+
+    model = tmp_path / "models" / "model.pt"
+    model.parent.mkdir()
+    shutil.copy(tiny_checkpoints["unetpp_mri_segmentation"], model)
+    bundle = REPO / "bundles/unetpp_mri_segmentation"
+    result = export_bundle(bundle, model, tmp_path / "full.ts", overrides=TINY)
+    assert result.metadata["inference"]["level"] == 4, "deploy_level auto without a record: the full network"
+    (model.parent / "levels.json").write_text(json.dumps({"model": "model.pt", "model_sha256": file_sha256(model),
+                                                          "chosen": 3}))
+    assert export_bundle(bundle, model, tmp_path / "l3.ts", overrides=TINY).metadata["inference"]["level"] == 3
+    fixed = export_bundle(bundle, model, tmp_path / "l2.ts", overrides={**TINY, "deploy_level": 2})
+    assert fixed.metadata["inference"]["level"] == 2, "a number in the config fixes the level"
+
+
 def test_cli_export_prints_parity(tmp_path, tiny_checkpoints):
     proc = subprocess.run([sys.executable, "-m", "pipeline", "export", "--bundle", "unetpp_ct_segmentation",
                            "--checkpoint", str(tiny_checkpoints["unetpp_ct_segmentation"]), "--out",

@@ -31,7 +31,7 @@ def test_isotropic_mri(cpu):
     assert o["normalization"] == [{"scheme": "zscore", "nonzero": True}] and o["crop_threshold"] is None
     assert all(level == [2, 2, 2] for level in o["strides"]) and len(o["features"]) == len(o["strides"]) + 2
     assert o["rotate_range"] == [0.26] * 3 and o["modality"] == "MR" and o["channel_names"] == ["T1"]
-    assert o["ds_weights"][0] == 1.0 and len(o["ds_weights"]) == len(o["strides"]) == o["deploy_level"]
+    assert o["ds_weights"][0] == 1.0 and len(o["ds_weights"]) == len(o["strides"]) and o["deploy_level"] == "auto"
     assert o["batch_size"] * o["samples_per_volume"] == plan.info["batch"] >= 2
     assert o["minutes"] == 60.0 and o["epochs"] >= plan.info["predicted_epochs"] >= 1
     assert plan.info["expected_minutes"] <= 60.0 and len(calls) == 3  # two calibration probes, one final

@@ -1,0 +1,203 @@
+"""The deployment level, chosen from validation: the shallowest UNet++ level within a tolerance of the best.
+
+UNet++ can be cut back to a shallower level at inference (``network.level``); how much Dice each level keeps
+depends on the data. :class:`LevelSelection` runs at the end of a training: it scores the best model
+(``<ckpt_dir>/model.pt``) at every level on the validation cases, with the validator's own data, inferer and
+Dice (foreground classes, as the key metric), and writes ``<ckpt_dir>/levels.json``: each level's mean and
+per-class Dice, the tolerance, the model file's SHA-256 and the chosen level, the shallowest whose mean Dice is at
+least the best level's minus ``tolerance``. A bundle's ``deploy_level: "auto"`` means that choice
+(:func:`resolve_level`, used by ``inference.json``, ``pipeline export`` and the MLflow export), for the model file
+it is recorded for, and the full network where there is no record; a number fixes the level. On the MRI bundle's
+earlier hippocampus model L3 scored 0.8736, L4 0.8734 and L2 0.8701: with the default tolerance of 0.002 the
+choice is L3.
+
+Example (bundle config)::
+
+    "deploy_level": "auto",
+    "network_def#level": "$pipeline.training.resolve_level(@deploy_level, @ckpt_path, len(@features) - 2)",
+    "train": {"handlers": [..., {"_target_": "pipeline.training.LevelSelection", "validator": "@validate#evaluator",
+                                 "network": "@network", "ckpt_dir": "@ckpt_dir", "num_classes": "@num_classes"}]}
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+
+from pipeline.inference.outputs import file_sha256
+from pipeline.io.atomic import write_text_atomic
+
+__all__ = ["LEVELS_FILE", "LevelSelection", "choose_level", "chosen_level", "resolve_level", "score_levels"]
+
+logger = logging.getLogger(__name__)
+
+#: The record beside ``model.pt``.
+LEVELS_FILE = "levels.json"
+
+
+def choose_level(scores: dict[int, float], tolerance: float) -> int:
+    """The shallowest level whose score is at least the best score minus ``tolerance``.
+
+    Args:
+        scores: mean Dice per level.
+        tolerance: Dice the choice may give up for speed (>= 0).
+
+    Raises:
+        ValueError: no scores, or a negative tolerance.
+
+    Example:
+        >>> choose_level({1: 0.833, 2: 0.870, 3: 0.8736, 4: 0.8734}, 0.002)
+        3
+    """
+    if not scores:
+        raise ValueError("choose_level needs at least one level's score, got none")
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    best = max(scores.values())
+    return min(level for level, score in scores.items() if score >= best - tolerance)
+
+
+def _one_hot(labels: torch.Tensor, classes: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(labels.long().squeeze(1), classes).movedim(-1, 1)
+
+
+@torch.no_grad()
+def score_levels(network: torch.nn.Module, loader: Any, inferer: Any, device: torch.device | str,
+                 num_classes: int) -> dict[int, list[float]]:
+    """Dice per foreground class at every level of ``network``, averaged over the cases of ``loader``.
+
+    Args:
+        network: a UNet++ (or a wrapper with ``.module``), put in eval mode; its level is restored afterwards.
+        loader: batches with ``image`` and ``label`` (the validator's data loader).
+        inferer: called as ``inferer(image, network)`` (the validator's, e.g. a sliding window).
+        device: where the network runs.
+        num_classes: classes, background included.
+    """
+    from monai.metrics import DiceMetric
+
+    net = getattr(network, "module", network)
+    levels = range(1, int(net.depth) + 1)
+    metrics = {level: DiceMetric(include_background=False, reduction="mean_batch") for level in levels}
+    kept, mode = net.level, net.training
+    net.eval()
+    try:
+        for batch in loader:
+            image = torch.as_tensor(batch["image"]).to(device)
+            label = _one_hot(torch.as_tensor(batch["label"]).to(device), num_classes)
+            for level in levels:
+                net.level = level
+                pred = _one_hot(inferer(image, net).argmax(1, keepdim=True), num_classes)
+                metrics[level](pred, label)
+    finally:
+        net.level = kept
+        net.train(mode)
+    return {level: [float(v) for v in metric.aggregate().cpu()] for level, metric in metrics.items()}
+
+
+class LevelSelection:
+    """At the end of training, score ``model.pt`` at every level and record the level to deploy.
+
+    Args:
+        validator: the validation evaluator (its data loader, inferer and device are used; it is not run).
+        network: the trained network (copied; the training's own is left alone).
+        ckpt_dir: folder of ``model.pt``; ``levels.json`` is written there. Under DDP rank 0 scores the cases its
+            share of the validation holds.
+        num_classes: classes, background included.
+        tolerance: mean Dice the choice may give up for speed. Defaults to 0.002.
+        label_names: class id -> name, for the record. Defaults to None.
+
+    Raises:
+        ValueError: a negative tolerance.
+    """
+
+    def __init__(self, validator: Engine, network: torch.nn.Module, ckpt_dir: str | os.PathLike, num_classes: int,
+                 tolerance: float = 0.002, label_names: dict | None = None) -> None:
+        if not float(tolerance) >= 0:
+            raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+        self.validator, self.network, self.ckpt_dir = validator, network, Path(ckpt_dir)
+        self.num_classes, self.tolerance = int(num_classes), float(tolerance)
+        self.label_names = {int(k): v for k, v in (label_names or {}).items()}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        from pipeline.export import load_network_weights
+        from pipeline.training.distributed import is_main_process
+
+        best = self.ckpt_dir / "model.pt"
+        if not is_main_process() or not best.is_file():
+            return
+        network = copy.deepcopy(getattr(self.network, "module", self.network))
+        load_network_weights(network, best)
+        logger.info("scoring %s at every level on the validation cases", best)
+        per_class = score_levels(network, self.validator.data_loader, self.validator.inferer, self.validator.state.device,
+                                 self.num_classes)
+        means = {level: sum(v) / len(v) for level, v in per_class.items()}
+        chosen = choose_level(means, self.tolerance)
+        names = [self.label_names.get(c, str(c)) for c in range(1, self.num_classes)]
+        record = {"model": best.name, "model_sha256": file_sha256(best), "metric": "mean Dice (foreground classes)",
+                  "tolerance": self.tolerance, "chosen": chosen,
+                  "levels": {str(lv): {"mean_dice": means[lv], "dice": dict(zip(names, per_class[lv]))}
+                             for lv in per_class}}
+        write_text_atomic(self.ckpt_dir / LEVELS_FILE, json.dumps(record, indent=1) + "\n")
+        logger.info("deployment level L%d: mean Dice %s (tolerance %g) -> %s", chosen,
+                    ", ".join(f"L{lv} {m:.4f}" for lv, m in means.items()), self.tolerance, self.ckpt_dir / LEVELS_FILE)
+
+
+def chosen_level(checkpoint: str | os.PathLike) -> int | None:
+    """The level :class:`LevelSelection` recorded for ``checkpoint``, or None where there is no record of it.
+
+    The record (``levels.json`` in the checkpoint's folder) counts only while it belongs to that file (same
+    SHA-256): a retrained or replaced model has none until its own is written.
+
+    Args:
+        checkpoint: the model file (``model.pt``).
+    """
+    path = Path(checkpoint)
+    record_path = path.parent / LEVELS_FILE
+    try:
+        record = json.loads(record_path.read_text())
+        if path.is_file() and record.get("model_sha256") == file_sha256(path):
+            return int(record["chosen"])
+        logger.info("%s belongs to another model than %s: not used", record_path, path)
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        logger.warning("ignoring %s: %s", record_path, exc)
+    return None
+
+
+def resolve_level(value: int | str, checkpoint: str | os.PathLike | None, depth: int) -> int:
+    """The deployment level a bundle's ``deploy_level`` means for ``checkpoint``.
+
+    Args:
+        value: a level (1..depth) or ``"auto"``: the level chosen from validation for this checkpoint
+            (:func:`chosen_level`), else the full network.
+        checkpoint: the model file the level is for. None: no record is looked for.
+        depth: the network's depth (its full level).
+
+    Raises:
+        ValueError: a level outside 1..depth, or another string than ``auto``.
+
+    Example:
+        >>> resolve_level(2, None, 4), resolve_level("auto", None, 4)
+        (2, 4)
+    """
+    if isinstance(value, str):
+        if value.strip().lower() != "auto":
+            raise ValueError(f"deploy_level must be 'auto' or a level between 1 and {depth}, got '{value}'")
+        chosen = chosen_level(checkpoint) if checkpoint is not None else None
+        if chosen is None:
+            return int(depth)
+        value = chosen
+    if isinstance(value, bool) or not 1 <= int(value) <= int(depth):
+        raise ValueError(f"deploy_level must be 'auto' or a level between 1 and {depth}, got {value!r}")
+    return int(value)
