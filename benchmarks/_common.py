@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def machine() -> dict:
@@ -82,3 +83,27 @@ def write_json(name: str, payload: dict, path: str | None = None) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(payload, indent=2) + "\n")
     return dest
+
+
+def bundle_validator(bundle: str, bundle_root: str, dataset_dir: str, device: str, configs: list[str] | None = None):
+    """``(parser, network, evaluator)``: a bundle's validation (its preprocessing, inferer, precision and Dice) on
+    fold 0 of ``dataset_dir``, without its handlers, for scoring weights the caller loads into ``network``.
+
+    Args:
+        bundle: bundle name under ``bundles/``.
+        bundle_root: the training's ``--bundle_root`` (its ``models/splits.json`` fixes the fold).
+        dataset_dir: the dataset; None keeps the one a plan names.
+        device: ``cpu`` or ``cuda[:N]``.
+        configs: further config files laid over ``train.json`` (a plan). Defaults to None.
+    """
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(REPO / "bundles" / bundle / "configs" / "train.json"), *(configs or [])])
+    values = {"bundle_root": bundle_root, "num_workers": 0, "device": f"$torch.device('{device}')",
+              "check_data": "none", "validate#handlers": []}
+    if dataset_dir:
+        values["dataset_dir"] = dataset_dir
+    for key, value in values.items():
+        parser[key] = value
+    return parser, parser.get_parsed_content("network"), parser.get_parsed_content("validate#evaluator")

@@ -3,9 +3,11 @@ GFLOPs per window, seconds per volume and validation Dice (hippocampus fold 0, t
 same preprocessing, sliding window with Gaussian blending, Dice per class).
 
     .venv/bin/python benchmarks/pruning_table.py --bundle_root runs/hippo [--dataset_dir ../shared/data/hippocampus]
-        [--device cpu|cuda]
+        [--config plans/hippo/plan.json] [--device cpu|cuda]
 
-``--device`` defaults to CUDA when present (with AMP there, as the bundle validates).
+``--device`` defaults to CUDA when present; the precision is the bundle's (fp16 AMP on CUDA, bf16 on CPUs with
+native bf16). ``--config`` lays further files (a plan) over ``train.json``; with a plan, ``--dataset_dir ''``
+keeps the plan's dataset.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
-from _common import machine, pick_device, write_json
+from _common import bundle_validator, machine, pick_device, write_json
 from network_levels import level_parameters
 
 
@@ -32,24 +34,16 @@ def main() -> None:
     parser_args.add_argument("--bundle_root", required=True, help="the training's --bundle_root (models/model.pt)")
     parser_args.add_argument("--dataset_dir", default=str(REPO.parent / "shared/data/hippocampus"))
     parser_args.add_argument("--bundle", default="unetpp_mri_segmentation")
+    parser_args.add_argument("--config", nargs="*", default=[], help="config files laid over train.json (a plan)")
     parser_args.add_argument("--json", default=None)
     parser_args.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when present)")
     args = parser_args.parse_args()
     device = pick_device(parser_args, args.device)
 
-    from monai.bundle import ConfigParser
-
     from pipeline.export import load_network_weights
 
-    parser = ConfigParser()
-    parser.read_config(str(REPO / "bundles" / args.bundle / "configs" / "train.json"))
-    for key, value in {"dataset_dir": args.dataset_dir, "bundle_root": args.bundle_root, "num_workers": 0,
-                       "device": f"$torch.device('{device}')", "amp": device.startswith("cuda"),
-                       "check_data": "none", "validate#handlers": []}.items():
-        parser[key] = value
-    network = parser.get_parsed_content("network_def")
+    parser, network, evaluator = bundle_validator(args.bundle, args.bundle_root, args.dataset_dir, device, args.config)
     load_network_weights(network, Path(args.bundle_root) / "models" / "model.pt")
-    evaluator = parser.get_parsed_content("validate#evaluator")
     patch = parser.get_parsed_content("patch_size")
     cases = len(parser.get_parsed_content("validate#dataset"))
     rows = []

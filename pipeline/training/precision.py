@@ -7,9 +7,9 @@ bf16 needs no gradient scaler (its exponent range is fp32's); weights, optimiser
 post-processing. :func:`prepare_network` moves the network to its device and, on the CPU, to channels-last, the
 layout in which oneDNN's convolutions run without reordering their inputs.
 
-Measured on a 2-core Xeon with AMX, the bundle's training step (4 x 40x56x40, UNet++ 16..128): fp32 3.2 s,
-bf16 1.8 s, bf16 + channels-last 1.25 s (``benchmarks/training_throughput.py`` compares the bundle with stock
-MONAI).
+Measured on a 2-core Xeon with AMX, the MRI bundle's training step (4 x 40x56x40): 1.63 samples/s in fp32,
+2.06 in bf16 in the standard layout, 2.92 in bf16 and channels-last; stock MONAI 1.01
+(``benchmarks/training_throughput.py --iterations 10 --rounds 2``, medians).
 
 Example (bundle config)::
 
@@ -120,7 +120,7 @@ def prepare_network(network: torch.nn.Module, device: torch.device | str,
         device: where it trains.
         channels_last: use the channels-last layout (``torch.channels_last_3d`` for 3D weights,
             ``torch.channels_last`` for 2D). Defaults to None: on the CPU (measured: 1.4x faster training steps in
-            fp32 and in bf16 on a Xeon with AMX), not on CUDA (not measured here; cuDNN picks its own layouts).
+            bf16, 1.3x in fp32, on a Xeon with AMX), not on CUDA (not measured here; cuDNN picks its own layouts).
 
     Example:
         >>> net = prepare_network(torch.nn.Conv3d(1, 2, 3), "cpu")
