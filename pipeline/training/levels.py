@@ -73,6 +73,10 @@ def score_levels(network: torch.nn.Module, loader: Any, inferer: Any, device: to
                  num_classes: int) -> dict[int, list[float]]:
     """Dice per foreground class at every level of ``network``, averaged over the cases of ``loader``.
 
+    No collective is run: under DDP rank 0 alone scores (the other ranks have left the training by then), so the
+    per-case Dice is reduced here with MONAI's ``do_metric_reduction`` rather than by ``DiceMetric.aggregate``,
+    which all-gathers across ranks.
+
     Args:
         network: a UNet++ (or a wrapper with ``.module``), put in eval mode; its level is restored afterwards.
         loader: batches with ``image`` and ``label`` (the validator's data loader).
@@ -80,11 +84,13 @@ def score_levels(network: torch.nn.Module, loader: Any, inferer: Any, device: to
         device: where the network runs.
         num_classes: classes, background included.
     """
-    from monai.metrics import DiceMetric
+    from monai.metrics import compute_dice
+    from monai.metrics.utils import do_metric_reduction
+    from monai.utils import MetricReduction
 
     net = getattr(network, "module", network)
     levels = range(1, int(net.depth) + 1)
-    metrics = {level: DiceMetric(include_background=False, reduction="mean_batch") for level in levels}
+    per_case: dict[int, list[torch.Tensor]] = {level: [] for level in levels}
     kept, mode = net.level, net.training
     net.eval()
     try:
@@ -94,11 +100,15 @@ def score_levels(network: torch.nn.Module, loader: Any, inferer: Any, device: to
             for level in levels:
                 net.level = level
                 pred = _one_hot(inferer(image, net).argmax(1, keepdim=True), num_classes)
-                metrics[level](pred, label)
+                per_case[level].append(compute_dice(pred, label, include_background=False).cpu())
     finally:
         net.level = kept
         net.train(mode)
-    return {level: [float(v) for v in metric.aggregate().cpu()] for level, metric in metrics.items()}
+    scores = {}
+    for level, cases in per_case.items():
+        mean, _ = do_metric_reduction(torch.cat(cases), MetricReduction.MEAN_BATCH)  # NaN (class absent) skipped
+        scores[level] = [float(v) for v in mean]
+    return scores
 
 
 class LevelSelection:

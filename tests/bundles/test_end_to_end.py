@@ -147,6 +147,8 @@ def test_torchrun_two_processes_gloo(tiny_datasets, tmp_path):
     assert not any(k.startswith("module.") for k in state["network"]), "saved unwrapped from DDP"
     assert (tmp_path / "models/model.pt").is_file()
     assert len((tmp_path / "eval/validation/history.jsonl").read_text().splitlines()) == 2, "written once, by rank 0"
+    # rank 0 alone scores the levels at the end (no collective: rank 1 has left by then)
+    assert json.loads((tmp_path / "models/levels.json").read_text())["chosen"] in (1, 2, 3, 4)
 
 
 def test_resume_continues_epochs_and_optimizer(tiny_datasets, tmp_path):
