@@ -27,6 +27,8 @@ from monai.networks.blocks import UpSample
 from monai.networks.nets.basic_unet import TwoConv
 from torch import nn
 
+from pipeline.networks.conv import needs_fp32
+
 __all__ = ["UpCatNode"]
 
 
@@ -102,4 +104,14 @@ class UpCatNode(nn.Module):
             up = F.pad(up, pad, "replicate")
         parts = list(skips)
         parts.append(up)
-        return self.convs.conv_1(self.convs.conv_0.adn(self._first_conv(parts)))
+        if not torch.jit.is_scripting() and self.training and self.spatial_dims == 3 and \
+                needs_fp32(up, int(self.convs.conv_0.conv.kernel_size[0])):
+            first = self._fp32_first_conv(parts)  # see pipeline.networks.conv: oneDNN's bf16 weight gradient
+        else:
+            first = self._first_conv(parts)
+        return self.convs.conv_1(self.convs.conv_0.adn(first))
+
+    @torch.jit.unused
+    def _fp32_first_conv(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        with torch.autocast("cpu", enabled=False):
+            return self._first_conv([part.float() for part in parts])

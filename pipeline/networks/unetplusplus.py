@@ -13,6 +13,9 @@ Outputs:
     - ``model.train()`` with ``deep_supervision=True``: a list of all heads, **deepest first**
       ``[head(X(0, depth)), ..., head(X(0, 1))]``, the order in which ``monai.losses.DeepSupervisionLoss``
       weights its inputs (the first, the final head, gets the largest weight).
+    - ``model.all_levels = True`` (any mode): the same list of all heads. Head ``k`` of the full pass equals
+      level ``k``'s pruned output (``X(0, k)`` needs the same nodes either way), so one pass scores every level
+      (:func:`pipeline.training.levels.score_levels`).
     - otherwise: one tensor, the head of level ``model.level`` (1..depth, default depth), computing only the
       nodes that level needs. ``model.level`` can be changed at any time, also on a scripted module.
 
@@ -21,7 +24,8 @@ Blocks are MONAI's (``TwoConv``, ``UpSample``, ``Convolution`` with MONAI's act/
 (see :mod:`pipeline.networks.monai_compat`). Two changes of implementation, not of arithmetic, make it train
 faster on the CPU in channels-last layout: instance norms are :class:`~pipeline.networks.norm.ChannelsLastInstanceNorm`
 (same parameters) and the decoder nodes convolve their skip features without concatenating them
-(:class:`~pipeline.networks.blocks.UpCatNode`).
+(:class:`~pipeline.networks.blocks.UpCatNode`). One change keeps bf16 training right: 3D convolutions are
+:class:`~pipeline.networks.conv.GuardedConv3d`, which train in fp32 where oneDNN's bf16 weight gradient is wrong.
 
 Example:
     >>> import torch
@@ -46,6 +50,7 @@ from monai.networks.nets.basic_unet import TwoConv
 from torch import nn
 
 from pipeline.networks.blocks import UpCatNode
+from pipeline.networks.conv import guard_bf16_convs
 from pipeline.networks.monai_compat import from_monai_state_dict, is_monai_state_dict
 from pipeline.networks.norm import replace_instance_norms
 
@@ -127,6 +132,7 @@ class UNetPlusPlus(nn.Module):
             [math.prod(s[d] for s in self.strides[:k]) for d in range(self.spatial_dims)]
             for k in range(1, self.depth + 1)]
         self.deep_supervision = bool(deep_supervision)
+        self.all_levels = False  # True: every head in any mode (scoring all levels in one pass)
         self.level = self.depth if level is None else level
 
         self.stem = TwoConv(spatial_dims, in_channels, fea[0], act, norm, bias, dropout)
@@ -149,6 +155,7 @@ class UNetPlusPlus(nn.Module):
             Conv["conv", spatial_dims](fea[-1] if col == self.depth else fea[0], out_channels, kernel_size=1)
             for col in range(1, self.depth + 1))
         replace_instance_norms(self)  # same arithmetic and parameters; native in channels-last (networks/norm.py)
+        guard_bf16_convs(self)  # oneDNN's bf16 weight gradient is wrong for depth < kernel (networks/conv.py)
         self.register_load_state_dict_pre_hook(_rename_monai_keys)
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -164,10 +171,10 @@ class UNetPlusPlus(nn.Module):
                 least, so that the deepest level keeps two voxels. Odd sizes are fine.
 
         Returns:
-            Training with deep supervision: ``[head(X(0, depth)), ..., head(X(0, 1))]``. Otherwise the head of
-            ``self.level``: ``(B, out_channels, *spatial)``.
+            Training with deep supervision, or ``self.all_levels``: ``[head(X(0, depth)), ..., head(X(0, 1))]``.
+            Otherwise the head of ``self.level``: ``(B, out_channels, *spatial)``.
         """
-        all_heads = self.training and self.deep_supervision
+        all_heads = (self.training and self.deep_supervision) or self.all_levels
         if self.level < 1 or self.level > self.depth:
             raise ValueError(f"level must be between 1 and depth={self.depth}, got {self.level}")
         n = self.depth if all_heads else self.level
@@ -236,7 +243,7 @@ class UNetPlusPlus(nn.Module):
                 node.convs = copy.deepcopy(source.convs)
         for j in range(4):
             model.heads[j] = copy.deepcopy(getattr(net, f"final_conv_0_{j + 1}"))
-        return replace_instance_norms(model).train(net.training)
+        return guard_bf16_convs(replace_instance_norms(model)).train(net.training)
 
 
 def _rename_monai_keys(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
