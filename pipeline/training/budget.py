@@ -69,18 +69,24 @@ class TimeBudget:
         val_interval: epochs between validations (the ``ValidationHandler``'s interval). Defaults to 1.
         output_dir: where ``training_time.json`` goes. Defaults to None (not written).
         start_time: wall-clock start of the budget. Defaults to None (the process start).
+        after_validations: work that runs after the training and counts against the budget, in validations (the
+            bundles' level selection scores every level in one pass: 1); that much time is kept back besides
+            the last validation's. Defaults to 0.
 
     Raises:
-        ValueError: ``minutes`` not > 0 or ``val_interval`` < 1.
+        ValueError: ``minutes`` not > 0, ``val_interval`` < 1 or ``after_validations`` < 0.
     """
 
     def __init__(self, minutes: float | None, lr_scheduler: Any = None, validator: Engine | None = None,
                  val_interval: int = 1, output_dir: str | os.PathLike | None = None,
-                 start_time: float | None = None) -> None:
+                 start_time: float | None = None, after_validations: float = 0.0) -> None:
         if minutes is not None and not float(minutes) > 0:
             raise ValueError(f"minutes must be > 0 (or null for no time budget), got {minutes}")
         if int(val_interval) < 1:
             raise ValueError(f"val_interval must be >= 1, got {val_interval}")
+        if not float(after_validations) >= 0:
+            raise ValueError(f"after_validations must be >= 0, got {after_validations}")
+        self.after_validations = float(after_validations)
         self.minutes = None if minutes is None else float(minutes)
         self.lr_scheduler, self.validator, self.val_interval = lr_scheduler, validator, int(val_interval)
         self.output_dir = None if output_dir is None else Path(output_dir)
@@ -125,12 +131,16 @@ class TimeBudget:
     def _on_validation_completed(self, _: Engine) -> None:
         self.validation_s = time.time() - self._val_started
 
+    def _kept_back(self) -> float:
+        """Seconds kept free at the end: the last validation and the work that follows the training."""
+        return self.validation_s * (1.0 + self.after_validations)
+
     def planned_steps(self, engine: Engine) -> tuple[int, bool]:
         """``(total steps the schedule should span, whether to stop now)`` from the cost measured so far."""
         done = engine.state.iteration - self._first_iteration
         per_step = (time.time() - self._train_started) / max(done, 1)
         remaining = self.minutes * 60.0 - self.elapsed()
-        remaining -= self.validation_s + _MARGIN * max(remaining, 0.0)
+        remaining -= self._kept_back() + _MARGIN * max(remaining, 0.0)
         epoch_length = int(engine.state.epoch_length or 1)
         fit = int(max(remaining, 0.0) // (per_step * epoch_length))
         scheduled = int(engine.state.max_epochs) - engine.state.epoch
@@ -148,7 +158,7 @@ class TimeBudget:
         """Stop mid-epoch only when the budget would otherwise end inside this epoch (very long epochs)."""
         if self.minutes is None or engine.state.iteration % int(engine.state.epoch_length or 1) == 0:
             return
-        late = self.elapsed() + self.validation_s > self.minutes * 60.0
+        late = self.elapsed() + self._kept_back() > self.minutes * 60.0
         if _from_rank_zero(0, late)[1]:
             self._stop(engine, validated=False)
 

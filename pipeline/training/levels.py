@@ -73,14 +73,19 @@ def score_levels(network: torch.nn.Module, loader: Any, inferer: Any, device: to
                  num_classes: int) -> dict[int, list[float]]:
     """Dice per foreground class at every level of ``network``, averaged over the cases of ``loader``.
 
+    Every level is scored from one pass of the full network (``all_levels``: head ``k`` is level ``k``'s output),
+    so scoring costs about one validation, not one per level.
+
     No collective is run: under DDP rank 0 alone scores (the other ranks have left the training by then), so the
     per-case Dice is reduced here with MONAI's ``do_metric_reduction`` rather than by ``DiceMetric.aggregate``,
     which all-gathers across ranks.
 
     Args:
-        network: a UNet++ (or a wrapper with ``.module``), put in eval mode; its level is restored afterwards.
+        network: a UNet++ (or a wrapper with ``.module``), put in eval mode; its level and mode are restored
+            afterwards.
         loader: batches with ``image`` and ``label`` (the validator's data loader).
-        inferer: called as ``inferer(image, network)`` (the validator's, e.g. a sliding window).
+        inferer: called as ``inferer(image, network)`` (the validator's, e.g. a sliding window); it must pass a
+            list of outputs through (MONAI's inferers return them as a tuple).
         device: where the network runs.
         num_classes: classes, background included.
     """
@@ -93,15 +98,17 @@ def score_levels(network: torch.nn.Module, loader: Any, inferer: Any, device: to
     per_case: dict[int, list[torch.Tensor]] = {level: [] for level in levels}
     kept, mode = net.level, net.training
     net.eval()
+    net.all_levels = True  # one pass gives every level's head, deepest first: the cost of one validation
     try:
         for batch in loader:
             image = torch.as_tensor(batch["image"]).to(device)
             label = _one_hot(torch.as_tensor(batch["label"]).to(device), num_classes)
-            for level in levels:
-                net.level = level
-                pred = _one_hot(inferer(image, net).argmax(1, keepdim=True), num_classes)
+            heads = inferer(image, net)
+            for level, logits in zip(reversed(levels), heads):
+                pred = _one_hot(logits.argmax(1, keepdim=True), num_classes)
                 per_case[level].append(compute_dice(pred, label, include_background=False).cpu())
     finally:
+        net.all_levels = False
         net.level = kept
         net.train(mode)
     scores = {}

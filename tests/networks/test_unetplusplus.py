@@ -103,6 +103,24 @@ def test_pruned_level_equals_deep_supervision_head():
             assert (net(x) - heads[4 - level]).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("spatial_dims, shape", [(3, (2, 1, 32, 33, 17)), (2, (1, 2, 33, 48))])
+def test_all_levels_gives_every_pruned_level_in_one_pass(spatial_dims, shape):
+    torch.manual_seed(2)
+    net = UNetPlusPlus(spatial_dims, shape[1], 3, features=SMALL).eval()  # no deep supervision needed
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        net.all_levels = True
+        heads = net(x)
+        net.all_levels = False
+        assert len(heads) == 4 and not net.training
+        for level in range(1, 5):
+            net.level = level
+            assert (net(x) - heads[4 - level]).abs().max() < 1e-5, f"level {level}"
+        scripted = torch.jit.script(net)
+        scripted.all_levels = True
+        assert all((a - b).abs().max() < 1e-5 for a, b in zip(scripted(x), heads)), "kept by scripting"
+
+
 def test_pruned_levels_compute_only_their_nodes():
     net = UNetPlusPlus(3, 1, 2, features=SMALL).eval()
     calls = []

@@ -51,6 +51,18 @@ def test_stops_before_the_budget_validates_last_and_records(tmp_path):
     assert record["budget_minutes"] == 0.01 and 0 < record["minutes_used"] <= 0.02
 
 
+def test_work_after_the_training_is_kept_inside_the_budget():
+    """after_validations=4: four validations' time (4 x 0.05 s) stays free for what runs after the training."""
+    trainer, validator, _ = _engines()
+    budget = TimeBudget(minutes=0.01, validator=validator, val_interval=1, start_time=time.time(),
+                        after_validations=4)
+    budget.attach(trainer)
+    started = time.time()
+    trainer.run(list(range(5)), max_epochs=1000)
+    used = time.time() - started
+    assert budget.stopped_by == "budget" and used + 4 * 0.05 < 0.6 + 0.1, used
+
+
 def test_without_minutes_nothing_changes_but_the_record(tmp_path):
     trainer, validator, optimizer = _engines(step_s=0.0)
     schedule = WarmupCosineSchedule(optimizer, warmup_steps=1, t_total=7)
@@ -83,3 +95,5 @@ def test_bad_settings():
         TimeBudget(0)
     with pytest.raises(ValueError, match="val_interval must be >= 1, got 0"):
         TimeBudget(1, val_interval=0)
+    with pytest.raises(ValueError, match="after_validations must be >= 0, got -1"):
+        TimeBudget(1, after_validations=-1)
