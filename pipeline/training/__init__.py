@@ -1,11 +1,10 @@
 """Helpers that bundle configs call: checked fold datalists, per-class metrics and reports, the latest
 checkpoint and resuming, a time budget, a progress bar, distributed set-up, training precision and memory
-layout, gradient clipping and skipping of non-finite steps, an average of the weights, and the deployment level
-chosen from validation."""
+layout, gradient clipping and skipping of non-finite steps, and the deployment level chosen from
+validation."""
 
 from __future__ import annotations
 
-from pipeline.training.averaging import WeightAverage
 from pipeline.training.budget import TimeBudget, process_start_time
 from pipeline.training.checkpoint import LATEST, LatestCheckpoint, resume
 from pipeline.training.datalist import inference_items, prepare_fold
@@ -18,7 +17,7 @@ from pipeline.training.progress import ProgressBar
 
 __all__ = [
     "LATEST", "AutocastInferer", "GradientGuard", "LatestCheckpoint", "LevelSelection", "MetricsReport", "ProgressBar",
-    "TimeBudget", "WeightAverage", "choose_level", "chosen_level", "inference_items", "init_distributed",
+    "TimeBudget", "choose_level", "chosen_level", "inference_items", "init_distributed",
     "is_main_process", "per_class_metrics", "prepare_fold", "prepare_network", "process_start_time", "rank_and_world",
     "rank_zero_handlers", "resolve_level", "resume", "training_autocast",
 ]
