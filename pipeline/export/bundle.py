@@ -82,7 +82,8 @@ def bundle_metadata(parser: ConfigParser, network: torch.nn.Module, level: int |
                                parser.get_parsed_content("label_names"), network=network,
                                modality=modality, channels=channels,
                                bundle={"name": meta.get("name", ""), "version": meta.get("version", "")},
-                               level=level, extra=extra)
+                               level=level, extra=extra,
+                               mirror_axes=parser.get_parsed_content("mirror_axes") if "mirror_axes" in parser else None)
 
 
 def export_bundle(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike,

@@ -56,7 +56,7 @@ def _inferer(inferer: object) -> dict[str, Any]:
 def deployment_metadata(preprocessing: Iterable[object], inferer: object, labels: Mapping, *,
                         network: torch.nn.Module | None = None, modality: str = "", channels: Iterable[str] = (),
                         bundle: Mapping | None = None, level: int | None = None,
-                        extra: Mapping | None = None) -> dict[str, Any]:
+                        mirror_axes: Iterable[int] | None = None, extra: Mapping | None = None) -> dict[str, Any]:
     """The JSON-able description embedded next to an exported model.
 
     Args:
@@ -68,6 +68,9 @@ def deployment_metadata(preprocessing: Iterable[object], inferer: object, labels
         channels: input channel names in order. Defaults to ``()``.
         bundle: bundle metadata (``name``, ``version``). Defaults to None.
         level: the inference level exported. Defaults to None (the network's).
+        mirror_axes: the spatial axes the training mirrored (the bundle's ``mirror_axes``), which test-time
+            augmentation mirrors too; recorded as ``inference.mirror_axes``. Defaults to None (not recorded:
+            every axis).
         extra: merged in last (e.g. the checkpoint path, metrics). Defaults to None.
 
     Raises:
@@ -93,6 +96,8 @@ def deployment_metadata(preprocessing: Iterable[object], inferer: object, labels
         meta["inference"]["level"] = int(level if level is not None else getattr(network, "level", 0) or 0)
     elif level is not None:
         meta["inference"]["level"] = int(level)
+    if mirror_axes is not None:
+        meta["inference"]["mirror_axes"] = sorted({int(a) for a in mirror_axes})
     if extra:
         meta.update(dict(extra))
     return meta

@@ -3,7 +3,8 @@ line naming it and the rule, not an AttributeError in the middle of a batch (or 
 
 Rules: a JSON object; ``labels`` an object of whole-number ids (0 and up) to names, as many as the network has
 output channels (where recorded); ``inference.roi_size`` whole numbers > 0, one per spatial axis;
-``inference.overlap`` in [0, 1); ``network.in_channels`` >= 1; target spacings > 0; ``preprocessing.steps`` a
+``inference.overlap`` in [0, 1); ``inference.mirror_axes`` spatial axes (0 up to the image's dimensions);
+``network.in_channels`` >= 1; target spacings > 0; ``preprocessing.steps`` a
 list of objects.
 
 Example:
@@ -63,6 +64,11 @@ def _check_geometry(meta: Mapping, src: str | os.PathLike) -> None:
     overlap = inference.get("overlap", 0.0)
     if not isinstance(overlap, (int, float)) or not 0.0 <= float(overlap) < 1.0:
         raise _fail(src, "'inference.overlap' must be >= 0 and < 1", overlap)
+    mirror = inference.get("mirror_axes")
+    axes = 3 if inference.get("kind") == "slice" else int(dims or 3)
+    if mirror is not None and not (isinstance(mirror, list) and all(
+            isinstance(a, int) and not isinstance(a, bool) and 0 <= a < axes for a in mirror)):
+        raise _fail(src, f"'inference.mirror_axes' must be a list of spatial axes 0..{axes - 1}", mirror)
     if net.get("in_channels") is not None and not (_is_int(net["in_channels"]) and int(net["in_channels"]) >= 1):
         raise _fail(src, "'network.in_channels' must be a whole number >= 1", net["in_channels"])
     prep = meta.get("preprocessing") or {}

@@ -105,7 +105,8 @@ class Predictor:
         level: UNet++ inference level; None keeps the model's. Defaults to None.
         overlap: window overlap in [0, 1); None keeps the metadata's. Defaults to None.
         sw_batch_size: windows per forward pass. Defaults to 1.
-        tta: average over all mirrorings of the spatial axes (8 in 3D). Defaults to False.
+        tta: average over all mirrorings of the axes the model was trained to mirror (``inference.mirror_axes``,
+            every spatial axis where the metadata has none: 8 mirrorings in 3D). Defaults to False.
         precision: ``auto`` (fp16 autocast on CUDA, bf16 autocast on CPUs with native bf16, else fp32),
             ``fp32``, ``bf16`` or ``fp16`` (CUDA only). Defaults to ``"auto"``.
 
@@ -145,6 +146,8 @@ class Predictor:
         self.kind = info.get("kind", "sliding_window")
         self.spatial_dim = int(info.get("spatial_dim", 2))
         self.tta = bool(tta)
+        mirror = info.get("mirror_axes")
+        self.mirror_axes = [int(a) for a in mirror] if mirror is not None else None
 
     def _infer(self, image: torch.Tensor) -> torch.Tensor:
         if self.kind == "slice":  # every slice along spatial_dim through the 2D network, as MONAI's SliceInferer
@@ -178,7 +181,9 @@ class Predictor:
         x = x.to(dtype=torch.float16 if self.half else torch.float32)
         probs = self._forward(x)
         if self.tta:
-            axes = list(range(2, x.ndim))
+            spatial = x.ndim - 2  # the whole image's axes (a slice-wise model's volume included)
+            axes = [2 + a for a in (self.mirror_axes if self.mirror_axes is not None else range(spatial))
+                    if a < spatial]
             count = 1
             for r in range(1, len(axes) + 1):
                 for flip in itertools.combinations(axes, r):

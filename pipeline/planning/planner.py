@@ -296,6 +296,7 @@ def _overrides(draft: _Draft, choice: rules.PatchChoice, dataset_dir: str | None
         "normalization": draft.schemes,
         "class_ratios": None,
         "rotate_range": rules.rotate_range(draft.net_dims, draft.aniso if draft.dims == "3d" else None),
+        "mirror_axes": rules.mirror_axes(draft.dims),
         "patch_size": choice.patch if draft.dims != "2d-slices" else [*choice.patch, 1],
         "features": rules.features(depth, *draft.base_and_cap),
         "strides": choice.strides,

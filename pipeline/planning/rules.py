@@ -22,8 +22,8 @@ import numpy as np
 __all__ = [
     "ANISOTROPY", "BODY_CROP", "DATASET_FRACTION", "MAX_DEPTH", "MIN_BATCH", "MIN_FEATURE_MAP", "MIN_SLICES_3D",
     "MIN_STEPS", "NONZERO_CROP", "ROTATION", "VAL_SHARE", "Budget", "PatchChoice", "channel_modality",
-    "choose_patch_and_batch", "dimensionality", "divisible_patch", "features", "foreground_crop", "normalization",
-    "pooling", "resampled_shape", "rotate_range", "samples_per_volume", "schedule", "target_spacing",
+    "choose_patch_and_batch", "dimensionality", "divisible_patch", "features", "foreground_crop", "mirror_axes",
+    "normalization", "pooling", "resampled_shape", "rotate_range", "samples_per_volume", "schedule", "target_spacing",
 ]
 
 #: An axis is anisotropic when its spacing exceeds the finest by this factor (and it has that many times fewer
@@ -272,6 +272,17 @@ def dimensionality(spatial_dims: int, median_shape: Sequence[int], aniso_axis: i
     if aniso_axis == 2 and median_shape[2] < MIN_SLICES_3D:
         return "2d-slices"
     return "3d"
+
+
+def mirror_axes(dims: str) -> list[int]:
+    """Axes mirrored in training and by test-time augmentation: every spatial axis of the images, as nnU-Net does
+    for data it knows nothing about (``2d-slices`` mirrors the slices' two axes). A bundle tuned for one anatomy
+    may narrow it (the MRI bundle mirrors hippocampus left-right only); a plan does not assume an anatomy.
+
+    Args:
+        dims: ``3d``, ``2d`` or ``2d-slices`` (:func:`dimensionality`).
+    """
+    return [0, 1, 2] if dims == "3d" else [0, 1]
 
 
 def rotate_range(spatial_dims: int, aniso_axis: int | None) -> list[float]:

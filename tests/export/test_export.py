@@ -70,7 +70,8 @@ def test_metadata_is_read_off_the_bundle_objects(bundle, kinds):
     assert meta["preprocessing"]["orientation"] == "RAS"
     assert meta["preprocessing"]["target_spacing"] == parser.get_parsed_content("target_spacing")
     assert meta["inference"] == {"kind": "sliding_window", "roi_size": TINY["patch_size"], "overlap": 0.5,
-                                 "mode": "gaussian", "sigma_scale": 0.125, "level": 2}
+                                 "mode": "gaussian", "sigma_scale": 0.125, "level": 2,
+                                 "mirror_axes": parser.get_parsed_content("mirror_axes")}
     assert meta["labels"] == parser.get_parsed_content("label_names")
     version = json.loads((REPO / "bundles" / bundle / "configs/metadata.json").read_text())["version"]
     assert meta["bundle"]["version"] == version and meta["bundle"]["name"]
@@ -83,6 +84,20 @@ def test_metadata_is_read_off_the_bundle_objects(bundle, kinds):
         assert meta["preprocessing"]["steps"][2]["threshold"] == -500.0
     else:
         assert window == {"scheme": "zscore", "nonzero": True}
+
+
+@pytest.mark.parametrize("bundle", ["unetpp_ct_segmentation", "unetpp_mri_segmentation"])
+@pytest.mark.parametrize("extra", [(), ("train_2d",)], ids=["3d", "2d"])
+def test_mirror_axes_is_one_definition_for_training_flips_and_tta(bundle, extra):
+    """The training chain flips exactly the mirror_axes, and the export records them for segment --tta."""
+    for axes in ([0], [1, 2], []):
+        parser = tiny_parser(bundle, *(("train", *extra) if extra else ()))
+        parser["mirror_axes"] = axes
+        flipped = sorted(int(t.flipper.spatial_axis) for t in parser.get_parsed_content("augmentation")
+                         if type(t).__name__ == "RandFlipd")
+        dims = 2 if extra else 3
+        assert flipped == [a for a in axes if a < dims]
+        assert bundle_metadata(parser, parser.get_parsed_content("network_def"))["inference"]["mirror_axes"] == axes
 
 
 def test_unexportable_transform_is_named():

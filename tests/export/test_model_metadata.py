@@ -43,6 +43,8 @@ def test_good_metadata_passes():
     ("inference.roi_size", [96, 96], "one per spatial axis (3)"),
     ("inference.overlap", 1.0, "'inference.overlap' must be >= 0 and < 1, got 1.0"),
     ("network.in_channels", 0, "'network.in_channels' must be a whole number >= 1"),
+    ("inference.mirror_axes", [0, 3], "'inference.mirror_axes' must be a list of spatial axes 0..2, got [0, 3]"),
+    ("inference.mirror_axes", "lr", "'inference.mirror_axes' must be a list of spatial axes 0..2"),
     ("preprocessing.target_spacing", [1.5, -1, 2], "target spacings must be numbers > 0"),
     ("preprocessing.steps", [{"kind": "resample", "pixdim": [0, 1, 1]}], "target spacings must be numbers > 0"),
     ("preprocessing.steps", "orient", "'preprocessing.steps' must be a list of objects"),

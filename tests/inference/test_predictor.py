@@ -53,6 +53,16 @@ def test_mirroring_tta_averages_all_flips():
     assert not torch.allclose(got, plain(x), atol=1e-4)
 
 
+@pytest.mark.parametrize("mirror_axes, flips", [([0], [(), (2,)]), ([0, 2], [(), (2,), (4,), (2, 4)]), ([], [()])])
+def test_tta_mirrors_only_the_axes_the_model_was_trained_to_mirror(mirror_axes, flips):
+    net, x = _net(), torch.randn(1, 1, 32, 32, 32)
+    meta = {**META, "inference": {**META["inference"], "mirror_axes": mirror_axes}}
+    plain = Predictor(net, META, device="cpu", precision="fp32")
+    expected = sum(torch.flip(plain(torch.flip(x, f)), f) if f else plain(x) for f in flips) / len(flips)
+    got = Predictor(net, meta, device="cpu", tta=True, precision="fp32")(x)
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
 def test_device_errors_without_cuda():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: the 'CUDA absent' error cannot be checked here")

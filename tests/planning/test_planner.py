@@ -31,6 +31,7 @@ def test_isotropic_mri(cpu):
     assert o["normalization"] == [{"scheme": "zscore", "nonzero": True}] and o["crop_threshold"] is None
     assert all(level == [2, 2, 2] for level in o["strides"]) and len(o["features"]) == len(o["strides"]) + 2
     assert o["rotate_range"] == [0.26] * 3 and o["modality"] == "MR" and o["channel_names"] == ["T1"]
+    assert o["mirror_axes"] == [0, 1, 2], "a plan mirrors every axis, whatever the bundle it is laid over"
     assert o["ds_weights"][0] == 1.0 and len(o["ds_weights"]) == len(o["strides"]) and o["deploy_level"] == "auto"
     assert o["batch_size"] * o["samples_per_volume"] == plan.info["batch"] >= 2
     assert o["minutes"] == 60.0 and o["epochs"] >= plan.info["predicted_epochs"] >= 1
@@ -66,7 +67,7 @@ def test_2d_images_plan_a_2d_network(cpu):
     plan = make_plan(fp, device=cpu, minutes=30, prober=fake_prober(seconds_per_gmac=0.001))
     o = plan.overrides
     assert o["spatial_dims"] == 2 and len(o["patch_size"]) == 2 and all(len(level) == 2 for level in o["strides"])
-    assert o["rotate_range"] == [0.26] and plan.info["dims"] == "2d"
+    assert o["rotate_range"] == [0.26] and plan.info["dims"] == "2d" and o["mirror_axes"] == [0, 1]
 
 
 def test_few_thick_slices_plan_2d_on_slices(cpu):

@@ -140,6 +140,7 @@ def test_rotation_is_in_plane_for_anisotropic_data():
     assert rules.rotate_range(3, None) == [rules.ROTATION] * 3
     assert rules.rotate_range(3, 2) == [0.0, 0.0, rules.ROTATION]
     assert rules.rotate_range(2, None) == [rules.ROTATION]
+    assert rules.mirror_axes("3d") == [0, 1, 2] and rules.mirror_axes("2d-slices") == rules.mirror_axes("2d") == [0, 1]
 
 
 def test_samples_per_volume():
