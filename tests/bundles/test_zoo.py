@@ -186,6 +186,7 @@ def test_shipped_torchscript_runs_the_batch_job_and_matches_the_checkpoint(tmp_p
     parser = ConfigParser()
     parser.read_config(_inference("unetpp_mri_segmentation"))
     parser["device"] = "$torch.device('cpu')"
+    parser["bundle_root"] = str(SHIPPED)  # so that deploy_level auto finds the shipped models/levels.json
     net = parser.get_parsed_content("network_def")
     net.load_state_dict(torch.load(SHIPPED / "models/model.pt", map_location="cpu", weights_only=True))
     x = torch.randn(1, 1, *meta["inference"]["roi_size"])
