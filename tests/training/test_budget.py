@@ -12,7 +12,6 @@ from monai.optimizers import WarmupCosineSchedule
 
 from pipeline.training import TimeBudget, process_start_time
 
-
 #: The budget tests run on a loaded 2-core CI machine, where a 10 ms sleep can take 20 ms: steps of 40 ms and a
 #: 2.4 s budget keep the engine's fixed per-step overhead and the scheduler's jitter small against the bounds.
 STEP_S, VAL_S, MINUTES = 0.04, 0.2, 0.04
