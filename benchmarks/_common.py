@@ -85,6 +85,24 @@ def write_json(name: str, payload: dict, path: str | None = None) -> Path:
     return dest
 
 
+def add_trained_bundle_arguments(parser, dataset_dir: str | None = None) -> None:
+    """The arguments every benchmark of a trained bundle takes: ``--bundle_root``, ``--dataset_dir``, ``--bundle``
+    and ``--config`` (files laid over ``train.json``, a plan).
+
+    Args:
+        parser: an ``argparse.ArgumentParser``.
+        dataset_dir: the default dataset; None means the shared hippocampus data.
+
+    Example:
+        >>> add_trained_bundle_arguments(argparse.ArgumentParser())  # doctest: +SKIP
+    """
+    parser.add_argument("--bundle_root", required=True, help="the training's --bundle_root (models/model.pt)")
+    parser.add_argument("--dataset_dir", default=str(REPO.parent / "shared/data/hippocampus")
+                        if dataset_dir is None else dataset_dir)
+    parser.add_argument("--bundle", default="unetpp_mri_segmentation")
+    parser.add_argument("--config", nargs="*", default=[], help="config files laid over train.json (a plan)")
+
+
 def bundle_validator(bundle: str, bundle_root: str, dataset_dir: str, device: str, configs: list[str] | None = None):
     """``(parser, network, evaluator)``: a bundle's validation (its preprocessing, inferer, precision and Dice) on
     fold 0 of ``dataset_dir``, without its handlers, for scoring weights the caller loads into ``network``.

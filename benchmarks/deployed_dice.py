@@ -30,7 +30,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
-from _common import machine, write_json
+from _common import add_trained_bundle_arguments, machine, write_json
 
 
 def _run(cmd: list[str]) -> float:
@@ -59,10 +59,7 @@ def _score(out: Path, dataset: Path, names: list[str], labels: dict[str, str]) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bundle_root", required=True, help="the training's --bundle_root (models/model.pt)")
-    parser.add_argument("--dataset_dir", default=str(REPO.parent / "shared/data/hippocampus"))
-    parser.add_argument("--bundle", default="unetpp_mri_segmentation")
-    parser.add_argument("--config", nargs="*", default=[], help="config files laid over train.json (a plan)")
+    add_trained_bundle_arguments(parser)
     parser.add_argument("--settings", nargs="+", default=["auto", "L2", "L3", "L4", "L4+tta"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", default=None)

@@ -25,16 +25,13 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
-from _common import bundle_validator, machine, pick_device, write_json
+from _common import add_trained_bundle_arguments, bundle_validator, machine, pick_device, write_json
 from network_levels import level_parameters
 
 
 def main() -> None:
     parser_args = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser_args.add_argument("--bundle_root", required=True, help="the training's --bundle_root (models/model.pt)")
-    parser_args.add_argument("--dataset_dir", default=str(REPO.parent / "shared/data/hippocampus"))
-    parser_args.add_argument("--bundle", default="unetpp_mri_segmentation")
-    parser_args.add_argument("--config", nargs="*", default=[], help="config files laid over train.json (a plan)")
+    add_trained_bundle_arguments(parser_args)
     parser_args.add_argument("--json", default=None)
     parser_args.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when present)")
     args = parser_args.parse_args()

@@ -25,7 +25,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
-from _common import bundle_validator, machine, pick_device, write_json
+from _common import add_trained_bundle_arguments, bundle_validator, machine, pick_device, write_json
 
 
 def _snapshots(folder: Path) -> list[Path]:
@@ -47,10 +47,7 @@ def average(paths: list[Path]) -> dict[str, torch.Tensor]:
 
 def main() -> None:
     args_parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    args_parser.add_argument("--bundle_root", required=True)
-    args_parser.add_argument("--dataset_dir", default="", help="default: the dataset a plan names")
-    args_parser.add_argument("--bundle", default="unetpp_mri_segmentation")
-    args_parser.add_argument("--config", nargs="*", default=[], help="config files laid over train.json (a plan)")
+    add_trained_bundle_arguments(args_parser, dataset_dir="")  # "": the dataset a plan names
     args_parser.add_argument("--last", nargs="+", type=int, default=[1, 3, 5, 10])
     args_parser.add_argument("--json", default=None)
     args_parser.add_argument("--device", default=None)
