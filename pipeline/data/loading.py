@@ -16,10 +16,23 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["default_num_workers"]
+__all__ = ["default_num_workers", "usable_cores"]
 
 #: More workers than this only add start-up time and memory for the patch sizes the bundles train.
 MAX_WORKERS = 8
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on: its affinity (``taskset``, a container's cpuset), not the machine's count.
+
+    Example:
+        >>> usable_cores() >= 1
+        True
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
 
 
 def default_num_workers(cores: int | None = None) -> int:
@@ -29,8 +42,5 @@ def default_num_workers(cores: int | None = None) -> int:
         cores: the machine's cores. Defaults to None: the cores this process may run on.
     """
     if cores is None:
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            cores = os.cpu_count() or 1
+        cores = usable_cores()
     return max(1, min(MAX_WORKERS, int(cores) // 2))

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.data.loading import default_num_workers
+from pipeline.data.loading import default_num_workers, usable_cores
 from pipeline.planning import rules
 from pipeline.planning.fingerprint import Fingerprint
 from pipeline.planning.probe import ProbeResult, network_cost, probe_step
@@ -73,7 +73,7 @@ class DeviceSpec:
             raise ValueError(f"device must be auto, cpu or cuda, got '{device}'")
         cuda = torch.cuda.is_available()
         kind = ("cuda" if cuda else "cpu") if device == "auto" else device
-        cores = os.cpu_count() or 1
+        cores = usable_cores()
         if kind == "cuda":
             memory = 0.8 * torch.cuda.get_device_properties(0).total_memory if cuda else 8 * 2**30
             return cls("cuda", cuda, float(memory), cores)

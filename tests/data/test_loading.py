@@ -16,3 +16,11 @@ def test_half_the_cores_between_one_and_the_cap(cores, expected):
 def test_reads_this_process_cores(monkeypatch):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5})
     assert default_num_workers() == 3
+
+
+def test_usable_cores_is_the_affinity_not_the_machine(monkeypatch):
+    from pipeline.data.loading import usable_cores
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {2, 5})
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    assert usable_cores() == 2

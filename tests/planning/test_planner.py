@@ -129,3 +129,13 @@ def test_the_plan_is_a_working_bundle_override(cpu, shape, spacing, channels):
     assert len(outputs) == net.depth and outputs[0].shape[1] == config["num_classes"]
     chain = parser.get_parsed_content("preprocessing")
     assert any(type(t).__name__ == "NormalizeChannelsd" for t in chain)
+
+
+def test_a_cpu_plan_counts_the_cores_this_process_may_use(monkeypatch):
+    # under `taskset -c 0` the plan is for one core (one data worker), not for the machine's count
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {3})
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    spec = DeviceSpec.resolve("cpu")
+    assert spec.cores == 1
+    fp = make_fingerprint([35, 50, 36], [1.0] * 3, cases=20, names=["T1"])
+    assert make_plan(fp, device=spec, minutes=60, prober=None).overrides["num_workers"] == 1
