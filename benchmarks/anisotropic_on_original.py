@@ -4,8 +4,8 @@ The bundle's validation scores the anisotropic run on its own grid, against labe
 (the slab's majority class, or nearest neighbour: ``anisotropic_dataset.py --labels``); the isotropic run is scored
 at 1 mm. To compare the two on the same footing, this script segments the fold's validation cases of the
 anisotropic copy with the bundle's preprocessing and sliding window, inverts the softmax onto each anisotropic
-file's grid, resamples it linearly (in physical space) onto the original image's
-1 mm grid, takes the argmax and scores it against the original label. It also scores on the anisotropic grid, to
+file's grid, resamples it linearly (in physical space) onto the original image's 1 mm grid, takes the argmax and
+scores it against the original label. It also scores on the anisotropic grid, to
 reproduce the bundle's own figure, and scores the anisotropic *labels* brought back to 1 mm the same way (one-hot,
 linear, argmax): the ceiling that thick slices leave to any model, however good.
 
