@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 from tqdm.auto import tqdm
 
 from pipeline.data.datalist import Datalist
@@ -38,7 +39,7 @@ __all__ = ["FINGERPRINT_VERSION", "SAMPLES_PER_CASE", "CaseFingerprint", "Finger
 logger = logging.getLogger(__name__)
 
 #: Layout version of ``fingerprint.json`` (a cache with another version is recomputed).
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2
 #: Foreground voxels sampled per case and channel for the intensity statistics.
 SAMPLES_PER_CASE = 20000
 #: Hounsfield value above which a CT voxel is body, not air (the body crop of the CT bundle).
@@ -60,6 +61,8 @@ class CaseFingerprint:
         label_voxels: label id -> voxels.
         label_extent_mm: label id -> RAS-ordered bounding-box size in mm (foreground labels present).
         read_seconds: time to read the case (an estimate of caching cost).
+        label_centroid_mm: label id -> centre of mass in mm along the physical axes (R-L, A-P, S-I order; the
+            world frame, so that the classes' order along an axis compares across cases of any orientation).
     """
 
     case: str
@@ -74,6 +77,7 @@ class CaseFingerprint:
     label_voxels: dict[str, int] = field(default_factory=dict)
     label_extent_mm: dict[str, list[float]] = field(default_factory=dict)
     read_seconds: float = 0.0
+    label_centroid_mm: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -177,13 +181,18 @@ def _case(item: dict, index: int) -> tuple[CaseFingerprint, list[dict[str, np.nd
     spacing = np.asarray(geometry.spacing)
     nonzero = _bbox_shape((array != 0).any(axis=-1))
     body = _bbox_shape(array[..., 0] > BODY_HU)
-    counts, extents = {}, {}
+    counts, extents, centroids = {}, {}, {}
     if label is not None:
         ids, voxels = np.unique(label.astype(np.int64), return_counts=True)
         counts = {str(int(k)): int(v) for k, v in zip(ids, voxels)}
-        for k in ids[ids > 0]:
+        foreground = [int(k) for k in ids[ids > 0]]
+        for k in foreground:
             extent = np.asarray(_bbox_shape(label == k)) * spacing
-            extents[str(int(k))] = [float(extent[a]) for a in order]
+            extents[str(k)] = [float(extent[a]) for a in order]
+        centres = ndimage.center_of_mass(np.ones(label.shape, np.float32), label, foreground) if foreground else []
+        for k, centre in zip(foreground, centres):
+            world = geometry.direction_matrix @ (np.asarray(centre) * spacing)
+            centroids[str(k)] = [round(float(v), 2) for v in world]
     rng = np.random.default_rng([index, 17])
     fg = label > 0 if label is not None and (label > 0).any() else np.ones(geometry.shape, bool)
     samples = [{"fg": _sample(array[..., c][fg].astype(np.float64), rng),
@@ -194,7 +203,8 @@ def _case(item: dict, index: int) -> tuple[CaseFingerprint, list[dict[str, np.nd
         spacing=[float(s) for s in spacing], ras_shape=[int(geometry.shape[a]) for a in order],
         ras_spacing=[float(spacing[a]) for a in order], orientation=geometry.orientation,
         channels=int(array.shape[-1]), nonzero_shape=[nonzero[a] for a in order], body_shape=[body[a] for a in order],
-        label_voxels=counts, label_extent_mm=extents, read_seconds=round(time.time() - started, 3))
+        label_voxels=counts, label_extent_mm=extents, label_centroid_mm=centroids,
+        read_seconds=round(time.time() - started, 3))
     return fp, samples
 
 

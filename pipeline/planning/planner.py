@@ -135,6 +135,7 @@ class Plan:
              f" ({i['macs_per_step'] / 1e9:.3g} GMAC forward per step)"),
             f"normalisation  {norms}",
             f"sampling       patch centres equal per class (background included), {o['num_workers']} data worker(s)",
+            f"mirroring      axes {o['mirror_axes']}{i.get('mirror_note', '')}",
             f"schedule       {i['step_seconds']:.2f} s/step x {i['steps_per_epoch']} steps/epoch; "
             f"{i['predicted_epochs']} epochs predicted (ceiling {o['epochs']}), validation every "
             f"{o['val_interval']}; LR {o['learning_rate']:g}, warm-up {o['warmup_epochs']} epoch(s)"
@@ -296,7 +297,7 @@ def _overrides(draft: _Draft, choice: rules.PatchChoice, dataset_dir: str | None
         "normalization": draft.schemes,
         "class_ratios": None,
         "rotate_range": rules.rotate_range(draft.net_dims, draft.aniso if draft.dims == "3d" else None),
-        "mirror_axes": rules.mirror_axes(draft.dims),
+        "mirror_axes": _mirroring(draft),
         "patch_size": choice.patch if draft.dims != "2d-slices" else [*choice.patch, 1],
         "features": rules.features(depth, *draft.base_and_cap),
         "strides": choice.strides,
@@ -348,6 +349,20 @@ def make_plan(fp: Fingerprint, modality: str = "auto", device: str | DeviceSpec 
     _schedule(draft, overrides, choice, prober)
     return Plan(overrides, draft.info, draft.undecided, ["train", "train_2d"] if draft.dims == "2d-slices" else
                 ["train"])
+
+
+def _mirroring(draft: _Draft) -> list[int]:
+    """Mirrored axes (:func:`rules.mirror_axes`), with the classes' order along each axis for the table."""
+    centroids = [c.label_centroid_mm for c in draft.fp.cases if len(c.label_centroid_mm) > 1]
+    order = rules.class_order(centroids, draft.fp.spatial_dims)
+    axes = rules.mirror_axes(draft.dims, centroids)
+    if order:
+        draft.info["mirror_note"] = " (classes' order reversed along each axis in " + ", ".join(
+            f"{a}: {share:.0%} of {n} cases" for a, (share, n) in sorted(order.items())) + ")"
+    if centroids and max((n for _, n in order.values()), default=0) < rules.MIRROR_MIN_CASES:
+        draft.undecided.append(f"mirroring: {len(centroids)} case(s) with two or more classes are too few to tell "
+                               f"whether the classes keep one order along an axis; every axis is mirrored")
+    return axes
 
 
 def _names(names: list[str], shown: int = 6) -> str:

@@ -14,15 +14,15 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 __all__ = [
     "ANISOTROPY", "BODY_CROP", "DATASET_FRACTION", "MAX_DEPTH", "MIN_BATCH", "MIN_FEATURE_MAP", "MIN_SLICES_3D",
-    "MIN_STEPS", "NONZERO_CROP", "ROTATION", "VAL_SHARE", "Budget", "PatchChoice", "channel_modality",
-    "choose_patch_and_batch", "dimensionality", "divisible_patch", "features", "foreground_crop", "mirror_axes",
+    "MIN_STEPS", "MIRROR_MIN_CASES", "MIRROR_MIN_REVERSED", "NONZERO_CROP", "ROTATION", "VAL_SHARE", "Budget", "PatchChoice", "channel_modality",
+    "choose_patch_and_batch", "class_order", "dimensionality", "divisible_patch", "features", "foreground_crop", "mirror_axes",
     "normalization", "pooling", "resampled_shape", "rotate_range", "samples_per_volume", "schedule", "target_spacing",
 ]
 
@@ -51,6 +51,11 @@ NONZERO_CROP = (0.0, 0, 0.75)
 ROTATION = 0.26
 #: Largest share of the training time spent validating (sets val_interval).
 VAL_SHARE = 0.1
+#: An axis has a direction (and is not mirrored) when the foreground classes' order along it is reversed in fewer
+#: than this share of the cases: a mirrored patch would show a layout the data never contains.
+MIRROR_MIN_REVERSED = 0.05
+#: Cases with two foreground classes whose centres differ along an axis (by >= 1 mm) needed to judge its order.
+MIRROR_MIN_CASES = 10
 
 
 def target_spacing(spacings: Sequence[Sequence[float]], shapes: Sequence[Sequence[int]]) -> tuple[list[float],
@@ -274,15 +279,62 @@ def dimensionality(spatial_dims: int, median_shape: Sequence[int], aniso_axis: i
     return "3d"
 
 
-def mirror_axes(dims: str) -> list[int]:
-    """Axes mirrored in training and by test-time augmentation: every spatial axis of the images, as nnU-Net does
-    for data it knows nothing about (``2d-slices`` mirrors the slices' two axes). A bundle tuned for one anatomy
-    may narrow it (the MRI bundle mirrors hippocampus left-right only); a plan does not assume an anatomy.
+def class_order(centroids: Sequence[Mapping[str, Sequence[float]]], axes: int = 3) -> dict[int, tuple[float, int]]:
+    """Per axis, how often the foreground classes lie in the reverse of their usual order along it.
+
+    For every pair of foreground classes in a case whose centres of mass differ by at least 1 mm along the axis,
+    the order is compared with that pair's order in most cases.
+
+    Args:
+        centroids: per case, label id -> centre of mass in mm along the physical axes (the fingerprint's
+            ``label_centroid_mm``).
+        axes: spatial axes. Defaults to 3.
+
+    Returns:
+        axis -> (share of the comparisons in the reverse order, cases compared), for the axes with any comparison.
+
+    Example:
+        >>> class_order([{"1": [0.0, 20.0, 0.0], "2": [1.0, 0.0, 0.0]}] * 12)
+        {0: (0.0, 12), 1: (0.0, 12)}
+    """
+    signs: dict[tuple[int, str, str], list[int]] = {}
+    for case in centroids:
+        ids = sorted(case, key=int)
+        for i, first in enumerate(ids):
+            for second in ids[i + 1:]:
+                for axis in range(axes):
+                    delta = float(case[first][axis]) - float(case[second][axis])
+                    if abs(delta) >= 1.0:
+                        signs.setdefault((axis, first, second), []).append(1 if delta > 0 else -1)
+    out: dict[int, tuple[float, int]] = {}
+    for axis in range(axes):
+        pairs = [v for (a, _, _), v in signs.items() if a == axis]
+        compared = sum(len(v) for v in pairs)
+        if compared:
+            reversed_ = sum(min(v.count(1), v.count(-1)) for v in pairs)
+            out[axis] = (reversed_ / compared, max(len(v) for v in pairs))
+    return out
+
+
+def mirror_axes(dims: str, centroids: Sequence[Mapping[str, Sequence[float]]] = ()) -> list[int]:
+    """Axes mirrored in training and by test-time augmentation: every spatial axis, as nnU-Net does, except an axis
+    along which the foreground classes keep one order (reversed in fewer than :data:`MIRROR_MIN_REVERSED` of at least
+    :data:`MIRROR_MIN_CASES` cases): there a mirrored patch shows a layout the data never has (the hippocampus's head
+    in front of its tail; the liver on the patient's right). With one foreground class, or too few cases to judge,
+    every axis is mirrored. ``2d-slices`` mirrors the slices' two axes.
 
     Args:
         dims: ``3d``, ``2d`` or ``2d-slices`` (:func:`dimensionality`).
+        centroids: per case, the classes' centres of mass (:func:`class_order`). Defaults to none.
+
+    Example:
+        >>> mirror_axes("3d", [{"1": [0.0, 20.0, 0.0], "2": [1.0, 0.0, 0.0]}] * 12)
+        [2]
     """
-    return [0, 1, 2] if dims == "3d" else [0, 1]
+    axes = [0, 1, 2] if dims == "3d" else [0, 1]
+    order = class_order(centroids, 2 if dims == "2d" else 3)
+    directed = {a for a, (share, cases) in order.items() if cases >= MIRROR_MIN_CASES and share < MIRROR_MIN_REVERSED}
+    return [a for a in axes if a not in directed]
 
 
 def rotate_range(spatial_dims: int, aniso_axis: int | None) -> list[float]:

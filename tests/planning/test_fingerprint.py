@@ -80,3 +80,24 @@ def test_real_abdomen_ct_plan_takes_spacing_and_hounsfield_normalisation_from_th
     assert -1024 <= scheme["lower"] < scheme["mean"] < scheme["upper"] <= 3071 and scheme["upper"] > 200
     assert o["modality"] == "CT" and "guessed from intensities" in plan.info["channels"][0]["why"]
     assert o["num_classes"] == int(max(int(k) for k in fp.labels)) + 1
+
+
+def test_class_centres_are_in_the_world_frame_whatever_the_stored_orientation(ct_dataset, tmp_path):
+    import nibabel as nib
+
+    from pipeline.data.datalist import Datalist
+
+    item = load_datalist(ct_dataset).items[0]
+    items = [dict(item, case="stored")]
+    for name, flip in (("lps", (slice(None, None, -1), slice(None, None, -1))), ("si", (..., slice(None, None, -1)))):
+        paths = {}
+        for key in ("image", "label"):  # the same voxels stored along reversed axes (nibabel adjusts the affine)
+            img = nib.load(item[key])
+            paths[key] = str(tmp_path / f"{name}_{key}.nii.gz")
+            nib.save(img.slicer[flip], paths[key])
+        items.append(dict(paths, case=name))
+    fp = fingerprint_dataset(Datalist(items, {0: "bg", 1: "liver", 2: "tumour"}), progress=False)
+    offsets = [np.subtract(c.label_centroid_mm["1"], c.label_centroid_mm["2"]) for c in fp.cases]
+    assert np.abs(offsets[0]).max() > 1.0, "the two classes' centres must differ for the check to mean anything"
+    for offset in offsets[1:]:
+        np.testing.assert_allclose(offset, offsets[0], atol=0.02)

@@ -31,7 +31,7 @@ def test_isotropic_mri(cpu):
     assert o["normalization"] == [{"scheme": "zscore", "nonzero": True}] and o["crop_threshold"] is None
     assert all(level == [2, 2, 2] for level in o["strides"]) and len(o["features"]) == len(o["strides"]) + 2
     assert o["rotate_range"] == [0.26] * 3 and o["modality"] == "MR" and o["channel_names"] == ["T1"]
-    assert o["mirror_axes"] == [0, 1, 2], "a plan mirrors every axis, whatever the bundle it is laid over"
+    assert o["mirror_axes"] == [0, 1, 2], "no class centres in this fingerprint: every axis is mirrored"
     assert o["ds_weights"][0] == 1.0 and len(o["ds_weights"]) == len(o["strides"]) and o["deploy_level"] == "auto"
     assert o["batch_size"] * o["samples_per_volume"] == plan.info["batch"] >= 2
     assert o["minutes"] == 60.0 and o["epochs"] >= plan.info["predicted_epochs"] >= 1
@@ -139,3 +139,16 @@ def test_a_cpu_plan_counts_the_cores_this_process_may_use(monkeypatch):
     assert spec.cores == 1
     fp = make_fingerprint([35, 50, 36], [1.0] * 3, cases=20, names=["T1"])
     assert make_plan(fp, device=spec, minutes=60, prober=None).overrides["num_workers"] == 1
+
+
+def test_mirroring_follows_the_order_of_the_classes(cpu):
+    fp = make_fingerprint([35, 50, 36], [1.0, 1.0, 1.0], cases=40, names=["T1"])
+    for index, case in enumerate(fp.cases):  # "1" always in front of and below "2"; left or right of it by case
+        case.label_centroid_mm = {"1": [2.0 if index % 2 else -2.0, 18.0, -7.0], "2": [0.0, 0.0, 0.0]}
+    plan = make_plan(fp, device=cpu, minutes=60, prober=fake_prober())
+    assert plan.overrides["mirror_axes"] == [0] and not any("mirror" in u for u in plan.undecided)
+    assert "mirroring      axes [0] (classes' order reversed along each axis in 0: 50% of 40 cases, 1: 0% of 40" \
+        in plan.to_text()
+    fp.cases = fp.cases[:4]
+    few = make_plan(fp, device=cpu, minutes=60, prober=fake_prober())
+    assert few.overrides["mirror_axes"] == [0, 1, 2] and any("too few" in u for u in few.undecided)

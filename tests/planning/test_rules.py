@@ -155,3 +155,25 @@ def test_schedule_fits_the_minutes_and_keeps_validation_below_its_share():
     assert epochs * 40 * 1.5 / 60 <= minutes
     assert (epochs // interval) * 60 <= rules.VAL_SHARE * epochs * 40 * 1.5 * 1.01 + 60
     assert rules.schedule(1, startup_s=120, step_s=1.0, validation_s=5, steps_per_epoch=10)[0] == 1
+
+
+def _centres(first, second, cases):
+    return [{"1": list(first), "2": list(second)}] * cases
+
+
+def test_class_order_counts_reversals_per_axis_and_skips_close_centres():
+    cases = _centres([0.0, 18.0, -7.0], [2.0, 0.0, 0.0], 9) + _centres([0.5, 18.0, -7.0], [0.0, 0.0, 0.0], 1)
+    order = rules.class_order(cases)
+    assert order[1] == (0.0, 10) and order[2] == (0.0, 10), "anterior always ahead and below: one order"
+    assert order[0] == (0.0, 9), "0.5 mm apart says nothing about the order along the axis (not compared)"
+    cases += _centres([3.0, 18.0, -7.0], [0.0, 0.0, 0.0], 1)
+    assert rules.class_order(cases)[0] == (pytest.approx(0.1), 10)
+
+
+def test_mirror_axes_keep_axes_without_a_class_order():
+    hippocampus = _centres([2.0, 18.0, -7.0], [0.0, 0.0, 0.0], 18) + _centres([-2.0, 18.0, -7.0], [0.0, 0.0, 0.0], 2)
+    assert rules.mirror_axes("3d", hippocampus) == [0], "reversed in 10% of cases along x: mirrored; never along y, z"
+    assert rules.mirror_axes("3d", hippocampus[:rules.MIRROR_MIN_CASES - 1]) == [0, 1, 2], "too few cases to judge"
+    assert rules.mirror_axes("3d", []) == [0, 1, 2], "one foreground class: no order, every axis"
+    flat = [{"1": [0.0, 10.0], "2": [0.0, 0.0]}] * 12
+    assert rules.mirror_axes("2d", flat) == [0] and rules.mirror_axes("2d-slices", hippocampus) == [0]
