@@ -29,11 +29,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402
-from ignite.engine import Events  # noqa: E402
-from monai.bundle import ConfigParser  # noqa: E402
+import torch
+from ignite.engine import Events
+from monai.bundle import ConfigParser
 
-from pipeline.planning import probe_step  # noqa: E402
+from pipeline.planning import probe_step
 
 
 def _parser(bundle: Path, plan: Path, root: str) -> ConfigParser:
@@ -78,9 +78,9 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=20)
     args = ap.parse_args()
     plan = json.loads(args.plan.read_text())
-    shape = dict(spatial_dims=int(plan["spatial_dims"]), in_channels=int(plan["in_channels"]),
-                 out_channels=int(plan["num_classes"]), features=plan["features"], strides=plan["strides"],
-                 patch=plan["patch_size"], batch=int(plan["batch_size"]) * int(plan.get("samples_per_volume", 1)))
+    shape = {"spatial_dims": int(plan["spatial_dims"]), "in_channels": int(plan["in_channels"]),
+             "out_channels": int(plan["num_classes"]), "features": plan["features"], "strides": plan["strides"],
+             "patch": plan["patch_size"], "batch": int(plan["batch_size"]) * int(plan.get("samples_per_volume", 1))}
     with tempfile.TemporaryDirectory() as root:
         parser = _parser(args.bundle, args.plan, root)
         batches = list(itertools.islice(iter(parser.get_parsed_content("train#dataloader")), 5))

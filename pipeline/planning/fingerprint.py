@@ -189,7 +189,8 @@ def _case(item: dict, index: int) -> tuple[CaseFingerprint, list[dict[str, np.nd
         for k in foreground:
             extent = np.asarray(_bbox_shape(label == k)) * spacing
             extents[str(k)] = [float(extent[a]) for a in order]
-        centres = ndimage.center_of_mass(np.ones(label.shape, np.float32), label, foreground) if foreground else []
+        # weighted by the label itself: constant within each class, so the plain centre, without a volume of ones
+        centres = ndimage.center_of_mass(label, label, foreground) if foreground else []
         for k, centre in zip(foreground, centres):
             world = geometry.direction_matrix @ (np.asarray(centre) * spacing)
             centroids[str(k)] = [round(float(v), 2) for v in world]

@@ -355,7 +355,7 @@ def _mirroring(draft: _Draft) -> list[int]:
     """Mirrored axes (:func:`rules.mirror_axes`), with the classes' order along each axis for the table."""
     centroids = [c.label_centroid_mm for c in draft.fp.cases if len(c.label_centroid_mm) > 1]
     order = rules.class_order(centroids, draft.fp.spatial_dims)
-    axes = rules.mirror_axes(draft.dims, centroids)
+    axes = rules.mirror_axes(draft.dims, order)
     if order:
         draft.info["mirror_note"] = " (classes' order reversed along each axis in " + ", ".join(
             f"{a}: {share:.0%} of {n} cases" for a, (share, n) in sorted(order.items())) + ")"

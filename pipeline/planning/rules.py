@@ -21,9 +21,9 @@ import numpy as np
 
 __all__ = [
     "ANISOTROPY", "BODY_CROP", "DATASET_FRACTION", "MAX_DEPTH", "MIN_BATCH", "MIN_FEATURE_MAP", "MIN_SLICES_3D",
-    "MIN_STEPS", "MIRROR_MIN_CASES", "MIRROR_MIN_REVERSED", "NONZERO_CROP", "ROTATION", "VAL_SHARE", "Budget", "PatchChoice", "channel_modality",
-    "choose_patch_and_batch", "class_order", "dimensionality", "divisible_patch", "features", "foreground_crop", "mirror_axes",
-    "normalization", "pooling", "resampled_shape", "rotate_range", "samples_per_volume", "schedule", "target_spacing",
+    "MIN_STEPS", "MIRROR_MIN_CASES", "MIRROR_MIN_REVERSED", "NONZERO_CROP", "ROTATION", "VAL_SHARE", "Budget",
+    "PatchChoice", "channel_modality", "choose_patch_and_batch", "class_order", "dimensionality", "divisible_patch",
+    "features", "foreground_crop", "mirror_axes", "normalization", "pooling", "resampled_shape", "rotate_range", "samples_per_volume", "schedule", "target_spacing",
 ]
 
 #: An axis is anisotropic when its spacing exceeds the finest by this factor (and it has that many times fewer
@@ -297,7 +297,7 @@ def class_order(centroids: Sequence[Mapping[str, Sequence[float]]], axes: int = 
         >>> class_order([{"1": [0.0, 20.0, 0.0], "2": [1.0, 0.0, 0.0]}] * 12)
         {0: (0.0, 12), 1: (0.0, 12)}
     """
-    signs: dict[tuple[int, str, str], list[int]] = {}
+    signs: list[dict[tuple[str, str], list[int]]] = [{} for _ in range(axes)]  # per axis, per class pair
     for case in centroids:
         ids = sorted(case, key=int)
         for i, first in enumerate(ids):
@@ -305,18 +305,16 @@ def class_order(centroids: Sequence[Mapping[str, Sequence[float]]], axes: int = 
                 for axis in range(axes):
                     delta = float(case[first][axis]) - float(case[second][axis])
                     if abs(delta) >= 1.0:
-                        signs.setdefault((axis, first, second), []).append(1 if delta > 0 else -1)
+                        signs[axis].setdefault((first, second), []).append(1 if delta > 0 else -1)
     out: dict[int, tuple[float, int]] = {}
-    for axis in range(axes):
-        pairs = [v for (a, _, _), v in signs.items() if a == axis]
-        compared = sum(len(v) for v in pairs)
-        if compared:
-            reversed_ = sum(min(v.count(1), v.count(-1)) for v in pairs)
-            out[axis] = (reversed_ / compared, max(len(v) for v in pairs))
+    for axis, pairs in enumerate(signs):
+        if pairs:
+            reversed_ = sum(min(v.count(1), v.count(-1)) for v in pairs.values())
+            out[axis] = (reversed_ / sum(len(v) for v in pairs.values()), max(len(v) for v in pairs.values()))
     return out
 
 
-def mirror_axes(dims: str, centroids: Sequence[Mapping[str, Sequence[float]]] = ()) -> list[int]:
+def mirror_axes(dims: str, order: Mapping[int, tuple[float, int]] | None = None) -> list[int]:
     """Axes mirrored in training and by test-time augmentation: every spatial axis, as nnU-Net does, except an axis
     along which the foreground classes keep one order (reversed in fewer than :data:`MIRROR_MIN_REVERSED` of at least
     :data:`MIRROR_MIN_CASES` cases): there a mirrored patch shows a layout the data never has (the hippocampus's head
@@ -325,15 +323,15 @@ def mirror_axes(dims: str, centroids: Sequence[Mapping[str, Sequence[float]]] = 
 
     Args:
         dims: ``3d``, ``2d`` or ``2d-slices`` (:func:`dimensionality`).
-        centroids: per case, the classes' centres of mass (:func:`class_order`). Defaults to none.
+        order: the classes' order per axis (:func:`class_order`). Defaults to None (no order known).
 
     Example:
-        >>> mirror_axes("3d", [{"1": [0.0, 20.0, 0.0], "2": [1.0, 0.0, 0.0]}] * 12)
+        >>> mirror_axes("3d", class_order([{"1": [0.0, 20.0, 0.0], "2": [1.0, 0.0, 0.0]}] * 12))
         [2]
     """
     axes = [0, 1, 2] if dims == "3d" else [0, 1]
-    order = class_order(centroids, 2 if dims == "2d" else 3)
-    directed = {a for a, (share, cases) in order.items() if cases >= MIRROR_MIN_CASES and share < MIRROR_MIN_REVERSED}
+    directed = {a for a, (share, cases) in (order or {}).items()
+                if cases >= MIRROR_MIN_CASES and share < MIRROR_MIN_REVERSED}
     return [a for a in axes if a not in directed]
 
 

@@ -172,8 +172,10 @@ def test_class_order_counts_reversals_per_axis_and_skips_close_centres():
 
 def test_mirror_axes_keep_axes_without_a_class_order():
     hippocampus = _centres([2.0, 18.0, -7.0], [0.0, 0.0, 0.0], 18) + _centres([-2.0, 18.0, -7.0], [0.0, 0.0, 0.0], 2)
-    assert rules.mirror_axes("3d", hippocampus) == [0], "reversed in 10% of cases along x: mirrored; never along y, z"
-    assert rules.mirror_axes("3d", hippocampus[:rules.MIRROR_MIN_CASES - 1]) == [0, 1, 2], "too few cases to judge"
-    assert rules.mirror_axes("3d", []) == [0, 1, 2], "one foreground class: no order, every axis"
-    flat = [{"1": [0.0, 10.0], "2": [0.0, 0.0]}] * 12
-    assert rules.mirror_axes("2d", flat) == [0] and rules.mirror_axes("2d-slices", hippocampus) == [0]
+    order = rules.class_order(hippocampus)
+    assert rules.mirror_axes("3d", order) == [0], "reversed in 10% of cases along x: mirrored; never along y, z"
+    few = rules.class_order(hippocampus[:rules.MIRROR_MIN_CASES - 1])
+    assert rules.mirror_axes("3d", few) == [0, 1, 2], "too few cases to judge"
+    assert rules.mirror_axes("3d", rules.class_order([])) == [0, 1, 2], "one foreground class: no order, every axis"
+    flat = rules.class_order([{"1": [0.0, 10.0], "2": [0.0, 0.0]}] * 12, axes=2)
+    assert rules.mirror_axes("2d", flat) == [0] and rules.mirror_axes("2d-slices", order) == [0]
