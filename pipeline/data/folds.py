@@ -1,9 +1,15 @@
-"""Seeded K-fold splits, saved to JSON so that a run can be repeated exactly.
+"""Seeded K-fold splits, saved to JSON so that a run can be repeated exactly, and bound to the dataset they split.
 
-A split file holds ``{"seed", "num_folds", "folds": [{"train": [case ids], "val": [case ids]}, ...]}``; a bare
-list of ``{"train", "val"}`` dicts (nnU-Net's ``splits_final.json``) is read as well, so nnU-Net folds can be
+A split file holds ``{"seed", "num_folds", "num_cases", "cases_sha256", "folds": [{"train": [case ids], "val": [case
+ids]}, ...]}``: ``cases_sha256`` is the dataset's fingerprint (the SHA-256 of its sorted case ids, one per line). A
+bare list of ``{"train", "val"}`` dicts (nnU-Net's ``splits_final.json``) is read as well, so nnU-Net folds can be
 reused as they are. Cases are shuffled with ``numpy.random.default_rng(seed)`` and dealt into ``num_folds``
 near-equal validation sets; fold ``k`` trains on the others.
+
+Folds belong to a dataset: :func:`fold_datalist` reuses a saved split only when it splits exactly the datalist's
+cases into ``num_folds`` folds. Otherwise (a copy of a bundle retrained on other data, cases added or removed) it
+makes new folds, saves them in its place, keeps the old file beside it (``splits.<fingerprint>.json``) and logs one
+line saying so.
 
 Example:
     >>> splits = make_splits([f"case_{i}" for i in range(10)], num_folds=5, seed=0)
@@ -13,8 +19,10 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import os
 from pathlib import Path
 
@@ -23,9 +31,23 @@ import numpy as np
 from pipeline.errors import DatasetError
 from pipeline.io.atomic import write_text_atomic
 
-__all__ = ["fold_datalist", "load_splits", "make_splits", "save_splits", "split_items"]
+__all__ = ["cases_fingerprint", "fold_datalist", "load_splits", "make_splits", "save_splits", "split_items",
+           "split_mismatch"]
 
 logger = logging.getLogger(__name__)
+
+
+def cases_fingerprint(cases: list[str]) -> str:
+    """SHA-256 of the sorted, unique case ids, one per line: what a split file records of its dataset.
+
+    Args:
+        cases: case ids.
+
+    Example:
+        >>> cases_fingerprint(["b", "a"]) == cases_fingerprint(["a", "b"])
+        True
+    """
+    return hashlib.sha256("\n".join(sorted(set(cases))).encode()).hexdigest()
 
 
 def make_splits(cases: list[str], num_folds: int = 5, seed: int = 0) -> dict:
@@ -48,7 +70,8 @@ def make_splits(cases: list[str], num_folds: int = 5, seed: int = 0) -> dict:
     order = np.random.default_rng(int(seed)).permutation(len(ordered))
     val_sets = [sorted(ordered[i] for i in part) for part in np.array_split(order, int(num_folds))]
     folds = [{"train": sorted(set(ordered) - set(val)), "val": val} for val in val_sets]
-    return {"seed": int(seed), "num_folds": int(num_folds), "folds": folds}
+    return {"seed": int(seed), "num_folds": int(num_folds), "num_cases": len(ordered),
+            "cases_sha256": cases_fingerprint(ordered), "folds": folds}
 
 
 def save_splits(splits: dict, path: str | os.PathLike) -> Path:
@@ -98,9 +121,43 @@ def split_items(items: list[dict], splits: dict, fold: int) -> tuple[list[dict],
     return [i for i in items if i["case"] in train], [i for i in items if i["case"] in val]
 
 
+def split_mismatch(splits: dict, cases: list[str], num_folds: int) -> str | None:
+    """Why ``splits`` is not a split of ``cases`` into ``num_folds`` folds, or None when it is.
+
+    Args:
+        splits: from :func:`load_splits`.
+        cases: the datalist's case ids.
+        num_folds: the folds asked for.
+    """
+    split_cases = {c for f in splits["folds"] for part in ("train", "val") for c in f[part]}
+    extra, missing = sorted(split_cases - set(cases)), sorted(set(cases) - split_cases)
+    if extra or missing:
+        return (f"it names {len(extra)} case(s) the datalist does not hold{f' (e.g. {extra[:2]})' if extra else ''} "
+                f"and lacks {len(missing)} of its {len(set(cases))}{f' (e.g. {missing[:2]})' if missing else ''}")
+    if len(splits["folds"]) != int(num_folds):
+        return f"it has {len(splits['folds'])} folds, num_folds is {num_folds}"
+    return None
+
+
+def _replace_split(path: Path, old: dict, items: list[dict], num_folds: int, seed: int, reason: str) -> dict:
+    splits = make_splits([i["case"] for i in items], num_folds, seed)
+    old_fp = old.get("cases_sha256") or cases_fingerprint(
+        [c for f in old["folds"] for part in ("train", "val") for c in f[part]])
+    kept = path.with_name(f"{path.stem}.{old_fp[:12]}{path.suffix}")
+    try:
+        os.replace(path, kept)
+    except FileNotFoundError:  # another rank of the same training moved it first
+        pass
+    save_splits(splits, path)
+    logger.warning("%s was made for another dataset (%s): new %d-fold split (seed %d) of these %d cases saved in its "
+                   "place; the old one is kept as %s", path, reason, num_folds, seed, len(items), kept.name)
+    return splits
+
+
 def fold_datalist(items: list[dict], fold: int = 0, num_folds: int = 5, seed: int = 0,
                   splits_file: str | os.PathLike | None = None) -> tuple[list[dict], list[dict]]:
-    """Train/val items of one fold, reusing ``splits_file`` when it exists and writing it when it does not.
+    """Train/val items of one fold, reusing ``splits_file`` when it splits these cases into ``num_folds`` folds,
+    and writing a new split there when it does not exist or was made for another dataset (module docstring).
 
     Args:
         items: datalist items with a ``case`` key.
@@ -108,13 +165,22 @@ def fold_datalist(items: list[dict], fold: int = 0, num_folds: int = 5, seed: in
         num_folds: K for a new split. Defaults to 5.
         seed: seed for a new split. Defaults to 0.
         splits_file: where the split is kept. Defaults to None (compute, do not save).
+
+    Raises:
+        ValueError: ``fold`` out of range, or a split that cannot be made (duplicate ids, too few cases).
     """
-    if splits_file is not None and Path(splits_file).exists():
-        splits = load_splits(splits_file)
-        logger.info("using the folds of %s", splits_file)
+    cases = [i["case"] for i in items]
+    path = Path(splits_file) if splits_file is not None else None
+    if path is not None and path.exists():
+        splits = load_splits(path)
+        reason = split_mismatch(splits, cases, num_folds)
+        if reason is None:
+            logger.info("using the folds of %s", path)
+        else:
+            splits = _replace_split(path, splits, items, num_folds, seed, reason)
     else:
-        splits = make_splits([i["case"] for i in items], num_folds, seed)
-        if splits_file is not None:
-            save_splits(splits, splits_file)
-            logger.info("wrote %d-fold split (seed %d) to %s", num_folds, seed, splits_file)
+        splits = make_splits(cases, num_folds, seed)
+        if path is not None:
+            save_splits(splits, path)
+            logger.info("wrote %d-fold split (seed %d) to %s", num_folds, seed, path)
     return split_items(items, splits, fold)
