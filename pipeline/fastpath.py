@@ -1,12 +1,12 @@
 """Process-level speed defaults for the ``python -m pipeline`` commands: a caching memory allocator.
 
 glibc's malloc serves every buffer above its mmap threshold (at most 32 MB) with a fresh ``mmap`` and unmaps it
-when freed, so each pass through a 3D network page-faults its activations in again. Measured here on a
-1x1x96^3 UNet++ forward (``benchmarks/efficiency.py``): 2.4 million minor page faults and 7.4 s of kernel time
-per 9.1 s forward. tcmalloc (Debian's ``libtcmalloc-minimal4``) or jemalloc keep freed pages for reuse (3,500
-faults, 4.2 s); so does glibc itself when told never to mmap and never to trim (``GLIBC_TUNABLES``: no faults,
-4.2 s). Tuned glibc is the fallback, not the first choice: it never returns memory, and fragmentation
-can leave more resident (training peak 2.9 GB against tcmalloc's 2.4 GB, as with plain glibc). Python cannot
+when freed, so each pass through a 3D network page-faults its activations in again and spends much of its time in
+the kernel. tcmalloc (Debian's ``libtcmalloc-minimal4``) or jemalloc keep freed pages for reuse; so does glibc itself
+when told never to mmap and never to trim (``GLIBC_TUNABLES``). Tuned glibc is the fallback, not the first choice:
+it never returns memory, and fragmentation can leave more resident. The page faults, kernel time and peak memory
+of each are measured by ``benchmarks/efficiency.py`` and ``benchmarks/training_throughput.py`` (README's
+Performance section). Python cannot
 change its allocator after start, so the commands re-execute themselves once with ``LD_PRELOAD`` or
 ``GLIBC_TUNABLES`` set.
 

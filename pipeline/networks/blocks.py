@@ -7,8 +7,8 @@ pool and upsample anisotropically (e.g. ``(2, 2, 1)``). Its children keep UpCat'
 It takes the skip features as a list and never concatenates them: a convolution over concatenated channels is
 the sum of convolutions of each part with its slice of the weights, which is the same arithmetic without the
 copy. In UNet++ the top-row nodes concatenate up to five full-resolution maps; in channels-last training on the
-CPU, the concatenation, the non-contiguous gradient slices it hands back and their accumulation cost about 12%
-of a training step (measured with ``torch.profiler``, 4 x 40x56x40 patches, bf16).
+CPU, the concatenation, the non-contiguous gradient slices it hands back and their accumulation are a noticeable
+share of a training step (README's Performance section).
 
 Example:
     >>> import torch

@@ -8,11 +8,9 @@ one sample at a time, as batch norm in training mode over that sample, which is 
 (per-channel mean and biased variance over the spatial axes) and which PyTorch computes natively in
 channels-last. In the standard layout it calls ``F.instance_norm`` as before.
 
-Measured on a 2-core Xeon with AMX (bf16 autocast, the MRI bundle's network, 4 x 40x56x40 patches): the
-bundle's training step runs 1.4x faster in channels-last than in the standard layout
-(``benchmarks/training_throughput.py``, rows "ours" and "ours, standard layout"); ``GroupNorm(C, C)``, the other
-equivalent of instance norm, made the channels-last step 1.7x *slower* than the standard layout, because its
-backward pass has no channels-last kernel on the CPU.
+``GroupNorm(C, C)``, the other equivalent of instance norm, is not used: its backward pass has no channels-last
+kernel on the CPU, which made the channels-last step slower than the standard layout. What each layout costs is
+measured by ``benchmarks/training_throughput.py`` (README's Performance section).
 
 The parameters are ``weight`` and ``bias`` as in ``InstanceNorm3d(affine=True)``, so state dicts (ours and
 MONAI's ``BasicUNetPlusPlus``) load unchanged.
