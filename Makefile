@@ -47,6 +47,7 @@ demo: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pipeline sync-configs unetpp_mri_segmentation --check
 	$(PY) -m pipeline sync-configs unetpp_ct_segmentation --check
 
