@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from _common import machine, write_json
 
-from pipeline.demo import dice_scores
+from pipeline.training.metrics import dice_scores
 
 
 def _dice(pred: np.ndarray, label: np.ndarray, labels: dict) -> list[float]:
@@ -60,7 +60,7 @@ def main() -> None:
     from monai.data import MetaTensor
     from monai.transforms import Compose, Invertd, LoadImage, ResampleToMatch
 
-    from pipeline.export import load_network_weights
+    from pipeline.deploy import load_network_weights
 
     parser = _parser(args)
     net = parser.get_parsed_content("network_def")

@@ -44,7 +44,7 @@ def _run(cmd: list[str]) -> float:
 def _score(out: Path, dataset: Path, names: list[str], labels: dict[str, str]) -> dict[str, float]:
     import nibabel as nib
 
-    from pipeline.demo import dice_scores
+    from pipeline.training.metrics import dice_scores
 
     per_case = []
     for name in names:

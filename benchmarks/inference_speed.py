@@ -149,7 +149,7 @@ def main() -> None:
 
     device = pick_device(parser, args.device)
 
-    from pipeline.export import load_torchscript
+    from pipeline.deploy import load_torchscript
     from pipeline.io import read_image
 
     plain = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF", "GLIBC_TUNABLES")}
@@ -193,7 +193,7 @@ def main() -> None:
             results[case] = {"volumes": n, "stock_s": stock_s, "ours_s": ours_s, "speedup": stock_s / ours_s,
                              "dice_agreement_mean": float(np.mean(agreement)),
                              "dice_agreement_min": float(np.min(agreement)), "times": times,
-                             "ours_level": load_torchscript(model)[1]["inference"]["level"],
+                             "ours_level": load_torchscript(model)[1].level,
                              "ours_precision": json.loads((work / f"{case}_ours_out" / "report.json").read_text())
                              ["settings"]["precision"],
                              "dice_vs_labels": {k: float(np.mean(v)) for k, v in truth.items() if v},

@@ -37,7 +37,7 @@ def main() -> None:
     args = parser_args.parse_args()
     device = pick_device(parser_args, args.device)
 
-    from pipeline.export import load_network_weights
+    from pipeline.deploy import load_network_weights
 
     parser, network, evaluator = bundle_validator(args.bundle, args.bundle_root, args.dataset_dir, device, args.config)
     load_network_weights(network, Path(args.bundle_root) / "models" / "model.pt")

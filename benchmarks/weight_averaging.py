@@ -57,7 +57,7 @@ def main() -> None:
     snapshots = _snapshots(root / "snapshots")
     if not snapshots:
         args_parser.error(f"no snapshots in {root / 'snapshots'} (train with benchmarks/configs/snapshots.json)")
-    from pipeline.export import load_network_weights
+    from pipeline.deploy import load_network_weights
 
     _, network, evaluator = bundle_validator(args.bundle, str(root), args.dataset_dir, device, args.config)
     rows = []

@@ -6,8 +6,9 @@ Commands:
     validate  check a dataset against the datalist rules; exit status 1 when any is broken
     folds     write a seeded K-fold split file
     plan      fingerprint a dataset and plan a bundle training for it (spacing, patch, network, schedule)
-    export    export a trained bundle to TorchScript with its deployment metadata (parity-checked)
-    sync-configs  copy train.json's shared definitions into the stand-alone inference.json (--check: compare)
+    export    export a trained checkpoint to TorchScript with its model card (parity-checked)
+    sync-configs  write a shipped bundle's configs from configs/bundles (or, for another bundle, train.json's
+              shared definitions into its inference.json); --check: compare only
     segment   segment a file, folder or CSV list with an exported model; exit status 1 when a case failed
     demo      the main job on built-in synthetic data
     bundle    ``python -m monai.bundle ...`` with this package's speed defaults (e.g. ``bundle run training ...``)
@@ -195,13 +196,18 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from pipeline.export import export_bundle
+    from pipeline.export import export_bundle, export_checkpoint
 
-    result = export_bundle(_bundle_dir(args.bundle), args.checkpoint, args.out, level=args.level, device=args.device,
-                           half=args.half, configs=args.config, overrides=_overrides(args.set))
-    meta = result.metadata
-    print(f"wrote {result.path} ({meta['bundle']['name']} {meta['bundle']['version']}, level "
-          f"{meta['inference']['level']}, {meta['precision']}, labels {list(meta['labels'].values())})")
+    if args.bundle is None and (args.set or args.config != ["train"]):
+        raise PipelineError("--config and --set need --bundle (the bundle whose configs they change)")
+    if args.bundle is None:
+        result = export_checkpoint(args.checkpoint, args.out, level=args.level, device=args.device, half=args.half)
+    else:
+        result = export_bundle(_bundle_dir(args.bundle), args.checkpoint, args.out, level=args.level,
+                               device=args.device, half=args.half, configs=args.config, overrides=_overrides(args.set))
+    card = result.card
+    print(f"wrote {result.path} ({card.bundle.get('name', '')} {card.bundle.get('version', '')}, level {card.level}, "
+          f"{card.export.precision if card.export else 'fp32'}, labels {list(card.labels.values())})")
     print(f"parity: max |TorchScript - eager| = {result.max_abs_diff:.3g} on a {result.input_shape} input")
     return 0
 
@@ -297,17 +303,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_plan)
 
-    p = sub.add_parser("export", help="export a trained bundle to TorchScript (with metadata, parity-checked)")
-    p.add_argument("--bundle", required=True, help="bundle folder, or a name under bundles/")
-    p.add_argument("--checkpoint", required=True, help="models/model.pt (best) or models/checkpoint_latest.pt")
+    p = sub.add_parser("export", help="export a trained checkpoint to TorchScript (model card embedded, parity-checked)")
+    p.add_argument("--checkpoint", required=True, help="models/model.pt (best) or models/checkpoint_latest.pt; the "
+                   "model card beside it (models/model_card.json) says how it was trained")
     p.add_argument("--out", required=True, help="TorchScript file to write (e.g. model.ts)")
-    p.add_argument("--level", type=_int_at_least(1), default=None, help="UNet++ inference level (default: config's)")
+    p.add_argument("--bundle", default=None, help="bundle folder or name under bundles/: for a checkpoint without a "
+                   "model card, or with --config/--set to override the card's settings")
+    p.add_argument("--level", type=_int_at_least(1), default=None, help="UNet++ inference level (default: the card's)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--half", action="store_true", help="fp16 weights (needs --device cuda)")
-    p.add_argument("--config", nargs="+", default=["train"], help="bundle configs combined, by name or path "
+    p.add_argument("--config", nargs="+", default=["train"], help="with --bundle: configs combined, by name or path "
                    "(default: train; e.g. train train_2d, or train plans/plan.json)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="config overrides as used in training, e.g. features=[8,8,16,32,64,8]")
+                   help="with --bundle: config overrides, e.g. sw_overlap=0.25 (only what they change is overridden)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("segment", help="segment images with an exported model; exit 1 when a case failed")
@@ -322,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",  # Predictor's
                    help="auto: fp16 autocast on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else fp32")
     p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap in [0, 1)")
-    p.add_argument("--sw-batch-size", type=_int_at_least(1), default=1, help="windows per forward pass")
+    p.add_argument("--sw-batch-size", type=_int_at_least(1), default=None,
+                   help="windows per forward pass (default: the model card's, the bundle's sw_batch_size)")
     p.add_argument("--workers", type=_int_at_least(1), default=2, help="reading/writing threads (default 2)")
     p.add_argument("--shard", default=None, help="i/n: this process takes every n-th case from i (default: "
                    "RANK/WORLD_SIZE under torchrun, else all)")
@@ -333,9 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_segment)
 
-    p = sub.add_parser("sync-configs", help="copy train.json's shared keys into the stand-alone inference.json")
+    p = sub.add_parser("sync-configs", help="write a shipped bundle's configs from configs/bundles (another bundle: "
+                       "train.json's shared keys into inference.json)")
     p.add_argument("bundle", help="bundle folder, or a name under bundles/")
-    p.add_argument("--check", action="store_true", help="only compare; exit 1 when inference.json differs")
+    p.add_argument("--check", action="store_true", help="only compare; exit 1 when a config differs")
     p.set_defaults(func=_cmd_sync_configs)
 
     sub.add_parser("bundle", help="python -m monai.bundle ... with the fast allocator (e.g. bundle run training ...)")
@@ -350,14 +360,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_sync_configs(args: argparse.Namespace) -> int:
-    from pipeline.zoo import sync_inference_config
+    from pipeline.zoo import bundle_definition, generate_bundle_configs, sync_inference_config
 
-    changed = sync_inference_config(_bundle_dir(args.bundle), check=args.check)
+    folder = _bundle_dir(args.bundle)
+    shipped = folder.resolve().parent.name == "bundles" and bundle_definition(folder.name) is not None
+    if shipped:
+        changed, what = generate_bundle_configs(folder.name, folder.parent, check=args.check), "configs/bundles"
+    else:
+        changed, what = sync_inference_config(folder, check=args.check), "train.json"
     if changed and args.check:
-        print(f"inference.json differs from train.json in: {', '.join(changed)} "
+        print(f"{folder.name}: differs from {what} in: {', '.join(changed)} "
               f"(run `python -m pipeline sync-configs {args.bundle}`)")
         return 1
-    print(f"inference.json {'now shares' if changed else 'shares'} train.json's definitions"
+    print(f"{folder.name}: {'now as' if changed else 'as'} {what} defines it"
           + (f" (updated: {', '.join(changed)})" if changed else ""))
     return 0
 

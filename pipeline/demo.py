@@ -3,7 +3,7 @@
 1. ``synth``: phantoms in MSD layout (training set) and a separate held-out test set;
 2. train the CT bundle with ``python -m monai.bundle run training ... --tracking configs/mlflow.json``
    (MLflow into the embedded SQLite store);
-3. export the best model to TorchScript with its deployment metadata;
+3. export the best model to TorchScript from its checkpoint and the model card the training wrote beside it;
 4. batch-segment the held-out cases with that file only;
 5. print Dice against the held-out labels, and where the outputs and the MLflow UI are.
 
@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline.errors import PipelineError
 
-__all__ = ["REPO", "dice_scores", "run_demo"]
+__all__ = ["REPO", "TRAIN_OVERRIDES", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,19 +35,6 @@ BUNDLE = "unetpp_ct_segmentation"
 TRAIN_OVERRIDES = ["--patch_size", "[48,48,32]", "--features", "[16,16,32,64,128,16]", "--batch_size", "2",
                    "--samples_per_volume", "2", "--num_workers", "0", "--num_folds", "4",
                    "--learning_rate", "0.003", "--warmup_epochs", "1", "--sw_overlap", "0.25"]
-
-
-def dice_scores(pred: np.ndarray, truth: np.ndarray, labels: dict[str, str]) -> dict[str, float]:
-    """Dice per foreground label (NaN where the label is absent from both)."""
-    scores = {}
-    for key, name in labels.items():
-        k = int(key)
-        if k == 0:
-            continue
-        p, t = pred == k, truth == k
-        total = p.sum() + t.sum()
-        scores[name] = float(2.0 * np.logical_and(p, t).sum() / total) if total else float("nan")
-    return scores
 
 
 def _run(cmd: list[str], log: Path) -> None:
@@ -73,9 +60,10 @@ def run_demo(out: str | os.PathLike, cases: int = 8, test_cases: int = 4, epochs
         say: where progress and the summary go, a line at a time (the CLI prints them). Defaults to the log.
     """
     from pipeline.data import load_msd, write_synthetic_dataset
-    from pipeline.export import export_bundle
+    from pipeline.export import export_checkpoint
     from pipeline.inference import segment
     from pipeline.io import read_image
+    from pipeline.training.metrics import dice_scores
 
     root = Path(out).resolve()
     started = time.time()
@@ -90,14 +78,12 @@ def run_demo(out: str | os.PathLike, cases: int = 8, test_cases: int = 4, epochs
           "--dataset_dir", str(data), "--bundle_root", str(bundle_root), "--epochs", str(epochs),
           "--val_interval", str(min(5, epochs)),
           "--tracking", str(REPO / "configs" / "mlflow.json"), *TRAIN_OVERRIDES], root / "train.log")
-    say("[3/4] exporting the best model to TorchScript")
-    overrides = {"patch_size": [48, 48, 32], "features": [16, 16, 32, 64, 128, 16], "sw_overlap": 0.25}
-    result = export_bundle(REPO / "bundles" / BUNDLE, bundle_root / "models" / "model.pt", root / "model.ts",
-                           overrides=overrides)
+    say("[3/4] exporting the best model to TorchScript (its settings from the model card beside it)")
+    result = export_checkpoint(bundle_root / "models" / "model.pt", root / "model.ts")
     say(f"      {result.path} (parity {result.max_abs_diff:.2g})")
     say(f"[4/4] segmenting the held-out cases with {result.path.name} only")
     report = segment(result.path, test / "imagesTr", root / "segmentations", device="auto", progress=False)
-    labels = {k: v for k, v in result.metadata["labels"].items()}
+    labels = dict(result.card.labels)
     rows = []
     for item in load_msd(test).items:
         case = next((c for c in report.cases if Path(c.input).name == Path(item["image"]).name), None)
@@ -106,7 +92,7 @@ def run_demo(out: str | os.PathLike, cases: int = 8, test_cases: int = 4, epochs
         scores = dice_scores(read_image(case.output).array, read_image(item["label"]).array, labels)
         rows.append((item["case"], scores))
     names = [n for k, n in labels.items() if k != "0"]
-    say(f"\nheld-out Dice ({len(rows)} cases, level {result.metadata['inference']['level']}):")
+    say(f"\nheld-out Dice ({len(rows)} cases, level {result.card.level}):")
     say(f"  {'case':<10}" + "".join(f"{n:>10}" for n in names))
     for case, scores in rows:
         say(f"  {case:<10}" + "".join(f"{scores[n]:>10.3f}" for n in names))

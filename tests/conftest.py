@@ -167,3 +167,25 @@ def write_dicom_series(folder: Path, volume, spacing=(0.8, 0.8, 2.5), tilt_deg: 
         ds.PixelData = np.ascontiguousarray(volume[:, :, k].T.astype(np.int16)).tobytes()
         pydicom.dcmwrite(ds.filename, ds, enforce_file_format=True)
     return folder
+
+
+#: The smallest network and patch the bundles take: their objects without their cost.
+TINY = {"features": [4, 4, 8, 8, 16, 4], "patch_size": [32, 32, 32]}
+
+
+@pytest.fixture(scope="session")
+def tiny_parser():
+    """``make(bundle, *configs)``: a bundle's configs (default ``train``) and metadata parsed on the CPU, with
+    :data:`TINY` overrides."""
+    from monai.bundle import ConfigParser
+
+    def make(bundle: str, *configs: str) -> ConfigParser:
+        parser = ConfigParser()
+        parser.read_config([str(REPO / "bundles" / bundle / "configs" / f"{c}.json") for c in (configs or ("train",))])
+        parser.read_meta(str(REPO / "bundles" / bundle / "configs" / "metadata.json"))
+        parser["device"] = "$torch.device('cpu')"
+        for key, value in TINY.items():
+            parser[key] = value
+        return parser
+
+    return make

@@ -1,111 +1,284 @@
-"""Check a deployed model's embedded metadata when it is loaded, so that a damaged or hand-edited file is one
-line naming it and the rule, not an AttributeError in the middle of a batch (or a label map with wrong names).
+"""The model card: one typed, versioned description of a trained model, written by the trainer, read by every
+deployment form.
 
-Rules: a JSON object; ``labels`` an object of whole-number ids (0 and up) to names, as many as the network has
-output channels (where recorded); ``inference.roi_size`` whole numbers > 0, one per spatial axis;
-``inference.overlap`` in [0, 1); ``inference.mirror_axes`` spatial axes (0 up to the image's dimensions);
-``network.in_channels`` >= 1; target spacings > 0; ``preprocessing.steps`` a
-list of objects.
+What a deployment must repeat or respect (the network and its arguments, the deterministic preprocessing as it ran,
+labels, input channels and modality, the sliding-window settings, the axes training mirrored, the level to deploy)
+and what a reader should know of the training (its precision, dataset and folds, validation metrics, the
+checkpoint's SHA-256) are written once, by the trainer, into ``model_card.json`` beside ``model.pt``
+(:mod:`pipeline.training.card`). The TorchScript export embeds the same card with an ``export`` section; the batch
+job, the MLflow pyfunc, bundle inference and ``pipeline export`` read it through :func:`card_from_dict`, which checks
+every rule below and names the file, the rule and the value when one is broken. Nothing downstream keeps its own
+defaults for these values: they are the dataclasses' fields.
+
+Rules: labels are whole-number ids (0 and up), as many as the network's output channels; ``roi_size`` whole
+numbers > 0, one per spatial axis; ``overlap`` in [0, 1); ``mirror_axes`` spatial axes; ``in_channels`` >= 1; target
+spacings > 0; preprocessing steps are objects.
+
+Versions: :data:`CARD_VERSION` is written into every card. A newer card is refused in one line naming both versions;
+the embedded metadata of earlier exports (``metadata_version`` 1 and 2) is migrated on load.
 
 Example:
-    >>> check_model_metadata({"labels": {"0": "background", "1": "liver"}}, "ct.ts")
-    {'labels': {'0': 'background', '1': 'liver'}}
+    >>> card = card_from_dict({"card_version": 3, "labels": {"0": "background", "1": "liver"},
+    ...                        "network": {"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "depth": 4},
+    ...                        "inference": {"roi_size": [96, 96, 64]}}, "ct.ts")
+    >>> card.inference.overlap, card.level
+    (0.5, 4)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.deploy.validate import check_card_dict, fail
 from pipeline.errors import PipelineError
+from pipeline.io.json_text import dumps_config
 
-__all__ = ["check_model_metadata", "parse_model_metadata"]
+__all__ = ["CARD_FILE", "CARD_VERSION", "CardError", "ExportRecord", "InferenceSettings", "ModelCard", "NetworkSpec",
+           "TrainingRecord", "card_from_dict", "parse_card"]
 
-
-def _fail(src: str | os.PathLike, rule: str, value: Any) -> PipelineError:
-    return PipelineError(f"'{src}': embedded metadata: {rule}, got {json.dumps(value, default=str)[:120]}")
-
-
-def _is_int(value: Any) -> bool:
-    try:
-        return int(str(value)) >= 0 and str(int(str(value))) == str(value).strip()
-    except ValueError:
-        return False
+#: Layout version of the card. 3: the model card (network arguments, training record, export section).
+CARD_VERSION = 3
+#: The card's file name beside ``model.pt``.
+CARD_FILE = "model_card.json"
 
 
-def _positive_numbers(values: Any, whole: bool = False) -> bool:
-    kinds = (int,) if whole else (int, float)
-    return isinstance(values, list) and bool(values) and all(
-        isinstance(v, kinds) and not isinstance(v, bool) and v > 0 for v in values)
+class CardError(PipelineError, ValueError):
+    """A model card breaks a rule, or comes from a newer pipeline; the message names the file."""
 
 
-def _check_labels(meta: Mapping, src: str | os.PathLike) -> None:
-    labels = meta.get("labels")
-    if not isinstance(labels, Mapping) or not labels:
-        raise _fail(src, "'labels' must be an object of label id -> name", labels)
-    bad = [k for k in labels if not _is_int(k)]
-    if bad:
-        raise _fail(src, "label ids must be whole numbers >= 0", bad)
-    outputs = (meta.get("network") or {}).get("out_channels")
-    if outputs is not None and int(outputs) != len(labels):
-        raise _fail(src, f"there must be as many labels as output channels ({outputs})", sorted(labels))
-
-
-def _check_geometry(meta: Mapping, src: str | os.PathLike) -> None:
-    inference = meta.get("inference") or {}
-    net = meta.get("network") or {}
-    roi = inference.get("roi_size")
-    dims = net.get("spatial_dims")
-    if roi is not None and (not _positive_numbers(roi, whole=True) or (dims and inference.get("kind") != "slice"
-                                                                        and len(roi) != int(dims))):
-        raise _fail(src, f"'inference.roi_size' must be whole numbers > 0, one per spatial axis ({dims})", roi)
-    overlap = inference.get("overlap", 0.0)
-    if not isinstance(overlap, (int, float)) or not 0.0 <= float(overlap) < 1.0:
-        raise _fail(src, "'inference.overlap' must be >= 0 and < 1", overlap)
-    mirror = inference.get("mirror_axes")
-    axes = 3 if inference.get("kind") == "slice" else int(dims or 3)
-    if mirror is not None and not (isinstance(mirror, list) and all(
-            isinstance(a, int) and not isinstance(a, bool) and 0 <= a < axes for a in mirror)):
-        raise _fail(src, f"'inference.mirror_axes' must be a list of spatial axes 0..{axes - 1}", mirror)
-    if net.get("in_channels") is not None and not (_is_int(net["in_channels"]) and int(net["in_channels"]) >= 1):
-        raise _fail(src, "'network.in_channels' must be a whole number >= 1", net["in_channels"])
-    prep = meta.get("preprocessing") or {}
-    if not isinstance(prep, Mapping) or not isinstance(prep.get("steps", []), list) or \
-            not all(isinstance(s, Mapping) for s in prep.get("steps", [])):
-        raise _fail(src, "'preprocessing.steps' must be a list of objects", prep)
-    spacings = [prep.get("target_spacing")] + [s.get("pixdim") for s in prep.get("steps", [])
-                                               if s.get("kind") == "resample"]
-    for spacing in spacings:
-        if spacing is not None and not _positive_numbers(spacing):
-            raise _fail(src, "target spacings must be numbers > 0", spacing)
-
-
-def check_model_metadata(meta: Any, src: str | os.PathLike) -> dict:
-    """Return ``meta`` when it keeps every rule (module docstring).
+@dataclass(frozen=True)
+class NetworkSpec:
+    """The network that was trained.
 
     Args:
-        meta: the parsed metadata.
-        src: the model file (named in the message).
+        target: importable class, e.g. ``pipeline.networks.UNetPlusPlus``; empty where unknown (a migrated export).
+        args: its constructor arguments (JSON values).
+        spatial_dims: 2 or 3.
+        in_channels: input channels.
+        out_channels: output channels (classes, background included).
+        depth: UNet++ depth (levels 1..depth); None for a network without levels.
+    """
+
+    target: str = ""
+    args: Mapping[str, Any] = field(default_factory=dict)
+    spatial_dims: int = 3
+    in_channels: int = 1
+    out_channels: int = 2
+    depth: int | None = None
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How to run the network over a whole image.
+
+    Args:
+        kind: ``sliding_window`` or ``slice`` (a 2D network over the slices of a volume).
+        roi_size: window size, one per network axis.
+        overlap: window overlap in [0, 1).
+        mode: blending, ``gaussian`` or ``constant``.
+        sigma_scale: Gaussian blending's sigma as a fraction of the window.
+        sw_batch_size: windows per forward pass.
+        spatial_dim: the slicing axis of ``kind="slice"``.
+        level: the UNet++ level to deploy; None: the network's full depth.
+        mirror_axes: the spatial axes training mirrored (test-time augmentation mirrors these); None: not known,
+            every axis.
+    """
+
+    kind: str = "sliding_window"
+    roi_size: tuple[int, ...] = ()
+    overlap: float = 0.5
+    mode: str = "gaussian"
+    sigma_scale: float = 0.125
+    sw_batch_size: int = 1
+    spatial_dim: int = 2
+    level: int | None = None
+    mirror_axes: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """What the trainer knew; deployment does not depend on it.
+
+    Args:
+        precision: ``fp32``, ``bf16`` or ``fp16`` (CUDA amp).
+        dataset: ``source``, ``num_cases``, ``cases_sha256`` and the ``train``/``val`` case ids.
+        folds: ``fold``, ``num_folds``, ``seed`` and the ``splits_file``.
+        validation: the best model's validation metrics (and ``best_epoch``).
+        level_choice: ``rule`` (``auto`` or ``fixed``); for ``auto`` also ``tolerance`` and ``mean_dice`` per level.
+        checkpoint_sha256: the SHA-256 of the ``model.pt`` this card describes.
+    """
+
+    precision: str = ""
+    dataset: Mapping[str, Any] = field(default_factory=dict)
+    folds: Mapping[str, Any] = field(default_factory=dict)
+    validation: Mapping[str, Any] = field(default_factory=dict)
+    level_choice: Mapping[str, Any] = field(default_factory=dict)
+    checkpoint_sha256: str = ""
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    """Set by the export on the copy it embeds.
+
+    Args:
+        precision: weights of the file, ``fp32`` or ``fp16``.
+        device: where it was scripted and checked.
+    """
+
+    precision: str = "fp32"
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A trained model's description (module docstring).
+
+    Args:
+        labels: label id (as a string) -> name, background included.
+        network: :class:`NetworkSpec`.
+        preprocessing: the deterministic preprocessing steps as recorded by :mod:`pipeline.deploy.steps` (``kind``
+            and parameters), in order.
+        inference: :class:`InferenceSettings`.
+        modality: e.g. ``CT``, ``MR``. Defaults to ``""``.
+        channels: input channel names in order. Defaults to ``()``.
+        training: :class:`TrainingRecord`. Defaults to an empty record.
+        bundle: ``name`` and ``version`` of the bundle that trained it. Defaults to empty.
+        versions: library versions of the training. Defaults to empty.
+        export: set only in an exported file. Defaults to None.
+    """
+
+    labels: Mapping[str, str]
+    network: NetworkSpec
+    preprocessing: tuple[Mapping[str, Any], ...]
+    inference: InferenceSettings
+    modality: str = ""
+    channels: tuple[str, ...] = ()
+    training: TrainingRecord = field(default_factory=TrainingRecord)
+    bundle: Mapping[str, str] = field(default_factory=dict)
+    versions: Mapping[str, str] = field(default_factory=dict)
+    export: ExportRecord | None = None
+
+    @property
+    def level(self) -> int:
+        """The level to deploy: the recorded one, else the full depth (1 for a network without levels)."""
+        return int(self.inference.level or self.network.depth or 1)
+
+    @property
+    def image_dims(self) -> int:
+        """Spatial dimensions of the images the model takes (3 for a 2D network run slice by slice)."""
+        return 3 if self.inference.kind == "slice" else int(self.network.spatial_dims)
+
+    @property
+    def target_spacing(self) -> list[float] | None:
+        """The resampling step's voxel size, where there is one."""
+        return next(([float(v) for v in s["pixdim"]] for s in self.preprocessing if s.get("kind") == "resample"), None)
+
+    @property
+    def label_ids(self) -> dict[int, str]:
+        return {int(k): str(v) for k, v in self.labels.items()}
+
+    def replace(self, **changes: Any) -> ModelCard:
+        """A copy with top-level fields replaced; ``inference``/``training`` may be given as dicts of changes."""
+        for name in ("inference", "training", "network"):
+            if isinstance(changes.get(name), Mapping):
+                changes[name] = dataclasses.replace(getattr(self, name), **changes[name])
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON layout (``card_version`` first; keys in a fixed order, so equal cards give equal text)."""
+        out = {"card_version": CARD_VERSION, **json.loads(json.dumps(dataclasses.asdict(self)))}
+        if out["export"] is None:
+            del out["export"]
+        return out
+
+    def to_json(self) -> str:
+        """The card as the file holds it (short lists on one line)."""
+        return dumps_config(self.to_dict()) + "\n"
+
+
+def _migrate(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The embedded metadata of exports before the card (``metadata_version`` 1 and 2) in the card's layout."""
+    net, info, prep = meta.get("network") or {}, dict(meta.get("inference") or {}), meta.get("preprocessing") or {}
+    labels = meta.get("labels") or {}
+    network = {"spatial_dims": net.get("spatial_dims") or len(info.get("roi_size") or [0, 0, 0]),
+               "in_channels": net.get("in_channels") or 1, "out_channels": net.get("out_channels") or len(labels),
+               "depth": net.get("depth")}
+    return {"card_version": CARD_VERSION, "labels": labels, "network": network,
+            "preprocessing": prep.get("steps", []) if isinstance(prep, Mapping) else prep, "inference": info,
+            "modality": meta.get("modality", ""), "channels": meta.get("channels", []),
+            "training": {"validation": meta.get("validation") or {}}, "bundle": meta.get("bundle") or {},
+            "versions": meta.get("versions") or {},
+            "export": {"precision": meta.get("precision", "fp32"), "device": meta.get("exported_device", "cpu")}}
+
+
+def _version(data: Mapping[str, Any], src: str | os.PathLike) -> dict[str, Any]:
+    if "card_version" not in data and "metadata_version" in data:
+        old = data["metadata_version"]
+        if old not in (1, 2):
+            raise CardError(f"'{src}': model card: metadata_version must be 1 or 2 (or a 'card_version'), got {old!r}")
+        return _migrate(data)
+    version = data.get("card_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CardError(f"'{src}': model card: 'card_version' must be a whole number, got {version!r}")
+    if version > CARD_VERSION:
+        raise CardError(f"'{src}': model card version {version} is newer than this pipeline reads "
+                        f"({CARD_VERSION}): upgrade the pipeline to use this model")
+    if version < CARD_VERSION:
+        raise CardError(f"'{src}': model card version {version} is older than this pipeline reads "
+                        f"({CARD_VERSION}) and has no migration: export the model again with `pipeline export`")
+    return dict(data)
+
+
+def _tuple(value: Any) -> tuple | None:
+    return None if value is None else tuple(value)
+
+
+def card_from_dict(data: Any, src: str | os.PathLike) -> ModelCard:
+    """Check ``data`` against every rule (module docstring) and build the card; migrates earlier exports.
+
+    Args:
+        data: the parsed JSON.
+        src: the file it came from (named in every message).
 
     Raises:
-        PipelineError: the first rule broken.
+        CardError: a broken rule, or a card from a newer pipeline.
     """
-    if not isinstance(meta, dict):
-        raise _fail(src, "metadata.json must hold a JSON object", type(meta).__name__)
-    for key in ("network", "inference", "preprocessing"):
-        if meta.get(key) is not None and not isinstance(meta[key], Mapping):
-            raise _fail(src, f"'{key}' must be an object", meta[key])
-    _check_labels(meta, src)
-    _check_geometry(meta, src)
-    return meta
-
-
-def parse_model_metadata(text: str, src: str | os.PathLike) -> dict:
-    """``json.loads`` plus :func:`check_model_metadata`, with the file named on bad JSON."""
+    if not isinstance(data, Mapping):
+        raise CardError(fail(src, "a model card must hold a JSON object", type(data).__name__))
+    d = _version(data, src)
     try:
-        meta = json.loads(text)
+        check_card_dict(d, src)
+    except ValueError as exc:
+        raise CardError(str(exc)) from None
+    net, info, train = d.get("network") or {}, dict(d.get("inference") or {}), d.get("training") or {}
+    info = {k: v for k, v in info.items() if k in {f.name for f in dataclasses.fields(InferenceSettings)}}
+    info["roi_size"] = tuple(int(r) for r in info.get("roi_size") or ())
+    info["mirror_axes"] = _tuple(info.get("mirror_axes"))
+    export = d.get("export")
+    return ModelCard(
+        labels={str(k): str(v) for k, v in sorted(d["labels"].items(), key=lambda kv: int(kv[0]))},
+        network=NetworkSpec(**{k: v for k, v in net.items() if k in {f.name for f in dataclasses.fields(NetworkSpec)}}),
+        preprocessing=tuple(dict(s) for s in d.get("preprocessing") or ()), inference=InferenceSettings(**info),
+        modality=str(d.get("modality") or ""), channels=tuple(str(c) for c in d.get("channels") or ()),
+        training=TrainingRecord(**{k: v for k, v in train.items()
+                                   if k in {f.name for f in dataclasses.fields(TrainingRecord)}}),
+        bundle=dict(d.get("bundle") or {}), versions=dict(d.get("versions") or {}),
+        export=ExportRecord(**export) if isinstance(export, Mapping) else None)
+
+
+def parse_card(text: str, src: str | os.PathLike) -> ModelCard:
+    """``json.loads`` plus :func:`card_from_dict`, with the file named on bad JSON.
+
+    Raises:
+        CardError: not JSON, or a broken rule.
+    """
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise PipelineError(f"'{src}': embedded metadata.json must be valid JSON: {exc}") from None
-    return check_model_metadata(meta, src)
+        raise CardError(f"'{src}': the model card must be valid JSON: {exc}") from None
+    return card_from_dict(data, src)

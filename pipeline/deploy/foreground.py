@@ -2,7 +2,7 @@
 
 A lambda (``"$lambda x: x > -500"``) works in a config but cannot be inspected, so an export could not tell a
 deployment which threshold training cropped with. ``ForegroundThreshold`` is the same function with the value
-on the object; :mod:`pipeline.inference.steps` records it and the deployed batch job calls this same class.
+on the object; :mod:`pipeline.deploy.steps` records it and the deployed batch job calls this same class.
 
 Example:
     >>> import torch

@@ -3,7 +3,7 @@
 A step class names the training transforms it mirrors (by class name, so this module needs no MONAI), reads its
 parameters off such an instantiated transform (:meth:`Step.describe`, used by the export), and applies them to
 a plain tensor with the exact inverse for the network's output (:meth:`Step.apply`, :meth:`Step.invert`, used
-by the batch job). Adding a transform to the deployable set is one class here; the export's metadata and the
+by the batch job). Adding a transform to the deployable set is one class here; the model card and the
 batch job both read this registry. Intensity schemes and the foreground test are not copies either: the
 training transforms (``NormalizeChannelsd``, ``ForegroundThreshold``) and these steps call the same functions.
 
@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from nibabel.orientations import axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 
+from pipeline.deploy.foreground import ForegroundThreshold
+from pipeline.deploy.intensity import apply_scheme, check_schemes, normalize_channels
 from pipeline.io.integrity import check_fits
-from pipeline.transforms.foreground import ForegroundThreshold
-from pipeline.transforms.intensity import apply_scheme, check_schemes, normalize_channels
 
 __all__ = ["NEUTRAL", "STEPS", "Step", "build_steps", "describe_transforms", "resample_axes"]
 
@@ -47,7 +47,7 @@ class Step:
     """One deployable preprocessing step.
 
     Args:
-        params: the step's parameters as recorded in a model's metadata (``kind`` may be included).
+        params: the step's parameters as recorded in a model card (``kind`` may be included).
     """
 
     kind: ClassVar[str] = ""
@@ -210,7 +210,7 @@ class CropForeground(Step):
 
 
 class Normalize(Step):
-    """Per-channel intensity schemes (``NormalizeChannelsd``; see :mod:`pipeline.transforms.intensity`)."""
+    """Per-channel intensity schemes (``NormalizeChannelsd``; see :mod:`pipeline.deploy.intensity`)."""
 
     kind, mirrors = "normalize", ("NormalizeChannelsd",)
 
@@ -280,7 +280,7 @@ def describe_transforms(transforms: Iterable[object]) -> list[dict[str, Any]]:
         if step is None:
             supported = ", ".join(m for cls in STEPS.values() for m in cls.mirrors)
             raise ValueError(f"cannot export a model whose preprocessing uses {type(t).__name__}: it has no "
-                             f"deployment equivalent in pipeline.inference.steps (supported: {supported})")
+                             f"deployment equivalent in pipeline.deploy.steps (supported: {supported})")
         steps.append({"kind": step.kind, **step.describe(t)})
     return steps
 

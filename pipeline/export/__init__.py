@@ -1,28 +1,18 @@
-"""TorchScript export with embedded deployment metadata and parity verification.
+"""TorchScript export of a trained model with its model card embedded, parity-checked.
 
-Names load on first use: the batch job needs only :func:`load_torchscript` and must not pay for importing MONAI,
-which the export side (:mod:`pipeline.export.metadata`, :mod:`pipeline.export.bundle`) needs.
+:func:`export_checkpoint` exports a checkpoint with the card beside it (``pipeline export --checkpoint`` and the
+end-of-training export); :func:`export_bundle` does so with a bundle's configs, for checkpoints without a card or to
+override the card's settings. The MLflow pyfunc around an exported file is :mod:`pipeline.export.mlflow_model`
+(imported on its own: it costs MLflow's import time). Deployment itself (loading the file, preprocessing, the
+predictor) needs none of this: see :mod:`pipeline.deploy` and :mod:`pipeline.inference`.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pipeline.export.bundle import bundle_card, export_bundle, override_card
+from pipeline.export.checkpoint import card_for_checkpoint, export_checkpoint, export_model
+from pipeline.export.network import build_network, network_for_checkpoint
+from pipeline.export.torchscript import ExportError, ExportResult, export_torchscript
 
-__all__ = ["METADATA_VERSION", "ExportError", "ExportResult", "bundle_metadata", "deployment_metadata", "export_bundle",
-           "export_torchscript", "load_network_weights", "load_torchscript", "model_signature", "resolve_device",
-           "save_mlflow_model"]
-
-_WHERE = {
-    "METADATA_VERSION": "metadata", "deployment_metadata": "metadata",
-    "bundle_metadata": "bundle", "export_bundle": "bundle", "load_network_weights": "bundle",
-    "ExportError": "torchscript", "ExportResult": "torchscript", "export_torchscript": "torchscript",
-    "load_torchscript": "torchscript", "resolve_device": "torchscript",
-    "model_signature": "mlflow_model", "save_mlflow_model": "mlflow_model",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"pipeline.export.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'pipeline.export' has no attribute '{name}'")
+__all__ = ["ExportError", "ExportResult", "build_network", "bundle_card", "card_for_checkpoint", "export_bundle",
+           "export_checkpoint", "export_model", "export_torchscript", "network_for_checkpoint", "override_card"]

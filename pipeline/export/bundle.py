@@ -1,12 +1,19 @@
-"""Export a trained bundle: build its network from the config, load a checkpoint, describe, script, verify.
+"""Export with a bundle config: for checkpoints without a model card, and to override a card's settings.
+
+``pipeline export --bundle B --checkpoint model.pt`` reads the card beside the checkpoint when there is one, and the
+bundle's configs (``--config``) and overrides (``--set``) change only what they change with respect to the bundle's
+own ``train.json``: ``--set sw_overlap=0.25`` changes the card's overlap and nothing else, and ``--bundle`` alone
+changes nothing. Without a card (a checkpoint from elsewhere, or trained before cards), the card is read off the
+bundle's objects with :func:`pipeline.deploy.describe_model`, the same function the trainer uses.
 
 Example:
-    >>> export_bundle("bundles/unetpp_ct_segmentation", "runs/ct/models/model.pt", "ct.ts", level=3)  # doctest: +SKIP
+    >>> export_bundle("bundles/unetpp_ct_segmentation", "runs/ct/models/model.pt", "ct.ts",
+    ...               overrides={"sw_overlap": 0.25})                                # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -15,39 +22,20 @@ from pathlib import Path
 import torch
 from monai.bundle import ConfigParser
 
+from pipeline.deploy.card import ModelCard
+from pipeline.deploy.describe import describe_model
+from pipeline.deploy.files import find_card
 from pipeline.errors import PipelineError
-from pipeline.export.metadata import deployment_metadata
-from pipeline.export.torchscript import ExportResult, export_torchscript
-from pipeline.io.checkpoint import load_checkpoint
+from pipeline.export.checkpoint import export_model
+from pipeline.export.network import build_network
+from pipeline.export.torchscript import ExportResult
 
-__all__ = ["bundle_metadata", "export_bundle", "load_network_weights"]
+__all__ = ["bundle_card", "export_bundle", "override_card"]
 
 logger = logging.getLogger(__name__)
 
-
-def load_network_weights(network: torch.nn.Module, checkpoint: str | os.PathLike) -> None:
-    """Load ``checkpoint`` into ``network``: a bare state dict (``model.pt``), a full training checkpoint
-    (``checkpoint_latest.pt``, key ``network``), a MONAI ``{"model": ...}`` dict, or MONAI BasicUNetPlusPlus keys.
-
-    Raises:
-        PipelineError: missing, empty, truncated or foreign file, or weights that do not fit the network (the
-            mismatch is named).
-    """
-    path = Path(checkpoint)
-    state = load_checkpoint(path)
-    if not isinstance(state, Mapping):
-        raise PipelineError(f"checkpoint '{path}' must hold a state dict (or a dict with one under 'network', "
-                            f"'model' or 'state_dict'), got a {type(state).__name__}")
-    for key in ("network", "model", "state_dict"):
-        if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
-            state = state[key]
-            break
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as exc:
-        raise PipelineError(f"checkpoint '{path}' does not fit the bundle's network (check features, "
-                            f"num_classes, spatial_dims overrides): {str(exc).splitlines()[0]}") from exc
+#: Card fields a bundle config decides (the training record is the trainer's).
+_CONFIG_FIELDS = ("labels", "network", "preprocessing", "modality", "channels")
 
 
 def _parser(bundle_dir: Path, configs: Sequence[str], overrides: Mapping | None) -> ConfigParser:
@@ -67,37 +55,59 @@ def _parser(bundle_dir: Path, configs: Sequence[str], overrides: Mapping | None)
     return parser
 
 
-def bundle_metadata(parser: ConfigParser, network: torch.nn.Module, level: int | None = None,
-                    extra: Mapping | None = None) -> dict:
-    """Deployment metadata of a parsed bundle config (see :func:`deployment_metadata`)."""
-    meta = parser.get("_meta_", {}) or {}
-    image = (meta.get("network_data_format", {}).get("inputs", {}).get("image", {}))
-    channels = [v for _, v in sorted(image.get("channel_def", {}).items(), key=lambda kv: int(kv[0]))]
-    modality = image.get("modality", "")
-    if "channel_names" in parser:  # a plan (or any override) describes the input better than metadata.json
-        channels = list(parser.get_parsed_content("channel_names"))
-    if "modality" in parser:
-        modality = str(parser.get_parsed_content("modality"))
-    return deployment_metadata(parser.get_parsed_content("preprocessing"), parser.get_parsed_content("inferer"),
-                               parser.get_parsed_content("label_names"), network=network,
-                               modality=modality, channels=channels,
-                               bundle={"name": meta.get("name", ""), "version": meta.get("version", "")},
-                               level=level, extra=extra,
-                               mirror_axes=parser.get_parsed_content("mirror_axes") if "mirror_axes" in parser else None)
+def _optional(parser: ConfigParser, key: str) -> object:
+    return parser.get_parsed_content(key) if key in parser and parser.get(key) is not None else None
+
+
+def bundle_card(parser: ConfigParser) -> tuple[ModelCard, torch.nn.Module]:
+    """The card a parsed bundle config describes, and its network (random weights).
+
+    Args:
+        parser: the bundle's configs and overrides, parsed.
+    """
+    network = parser.get_parsed_content("network_def")
+    card = describe_model(network, parser.get_parsed_content("preprocessing"), parser.get_parsed_content("inferer"),
+                          parser.get_parsed_content("label_names"), augmentation=_optional(parser, "augmentation"),
+                          modality=_optional(parser, "modality"), channels=_optional(parser, "channel_names"),
+                          bundle_meta=parser.get("_meta_", {}) or {}, deploy_level=_optional(parser, "deploy_level"))
+    return card, network
+
+
+def override_card(card: ModelCard, base: ModelCard, changed: ModelCard) -> ModelCard:
+    """``card`` with what differs between ``base`` (the bundle's own config) and ``changed`` (with the extra configs
+    and overrides) applied; each change is logged.
+
+    Args:
+        card: the training's card.
+        base: the card of the bundle's ``train.json`` alone.
+        changed: the card of the configs and overrides asked for.
+    """
+    updates: dict[str, object] = {}
+    for name in _CONFIG_FIELDS:
+        if getattr(base, name) != getattr(changed, name):
+            updates[name] = getattr(changed, name)
+    inference = {f.name: getattr(changed.inference, f.name) for f in dataclasses.fields(changed.inference)
+                 if getattr(base.inference, f.name) != getattr(changed.inference, f.name)}
+    if inference:
+        updates["inference"] = inference
+    if base.training.level_choice != changed.training.level_choice:
+        updates["training"] = {"level_choice": changed.training.level_choice}
+    for name, value in updates.items():
+        logger.info("overriding the model card's %s: %s", name, value)
+    return card.replace(**updates) if updates else card
 
 
 def export_bundle(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike,
                   level: int | None = None, device: str = "cpu", half: bool = False,
                   configs: Sequence[str] = ("train",), overrides: Mapping | None = None) -> ExportResult:
-    """Export a bundle's trained network to TorchScript with its deployment metadata.
+    """Export a checkpoint with a bundle's configs (see the module docstring).
 
     Args:
         bundle_dir: the bundle folder (holding ``configs/``).
         checkpoint: weights (``models/model.pt`` or ``models/checkpoint_latest.pt``).
         out: destination ``.ts`` file.
-        level: inference level; None takes the config's ``deploy_level``: a level, or ``auto`` (the level chosen
-            from validation for this checkpoint, recorded in ``levels.json`` beside it; the full network without a
-            record). Without that key, the network's own level (its full depth). Defaults to None.
+        level: inference level; None takes the card's (``deploy_level`` resolved for this checkpoint).
+            Defaults to None.
         device: ``cpu`` or ``cuda[:N]``. Defaults to ``"cpu"``.
         half: fp16 weights (CUDA only). Defaults to False.
         configs: config files combined, e.g. ``("train", "train_2d")``: names of the bundle's configs, or paths
@@ -105,16 +115,13 @@ def export_bundle(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike, 
         overrides: config id -> value, as on the ``monai.bundle`` command line. Defaults to None.
     """
     root = Path(bundle_dir)
-    parser = _parser(root, configs, overrides)
-    network = parser.get_parsed_content("network_def")
-    load_network_weights(network, checkpoint)
-    if level is None and "deploy_level" in parser:
-        from pipeline.training.levels import resolve_level
-
-        level = resolve_level(parser.get_parsed_content("deploy_level"), checkpoint, network.depth)
-    metadata = bundle_metadata(parser, network, level=level,
-                               extra={"checkpoint": str(Path(checkpoint).resolve()), "configs": list(configs),
-                                      "overrides": json.loads(json.dumps(dict(overrides or {}), default=str))})
-    result = export_torchscript(network, out, metadata, level=level, device=device, half=half)
-    logger.info("exported %s (level %s) to %s", root.name, result.metadata["inference"]["level"], result.path)
-    return result
+    changed, network = bundle_card(_parser(root, configs, overrides))
+    existing = find_card(checkpoint)
+    if existing is None:
+        card = changed
+    else:
+        base, _ = bundle_card(_parser(root, ("train",), None))
+        card = override_card(existing, base, changed)
+        if card.network.target:
+            network = build_network(card.network)
+    return export_model(network, card, checkpoint, out, level=level, device=device, half=half)

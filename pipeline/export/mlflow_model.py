@@ -1,7 +1,7 @@
 """The exported TorchScript model as an MLflow model: a ``pyfunc`` with an input/output signature.
 
-The MLflow model folder holds ``MLmodel`` (flavour, signature, the deployment metadata), the TorchScript file
-(and the export's ``metadata.json`` when it lies beside it) as artifacts, and this package's code
+The MLflow model folder holds ``MLmodel`` (flavour, signature, the model card), the TorchScript file (and the
+export's ``model_card.json`` when it lies beside it) as artifacts, and this package's code
 (``code/pipeline``), so that ``mlflow.pyfunc.load_model(...)`` needs only torch, numpy and mlflow where it runs;
 MONAI is not imported.
 
@@ -33,6 +33,11 @@ import torch
 from mlflow.models.signature import ModelSignature
 from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
+from pipeline.deploy.card import ModelCard
+from pipeline.deploy.files import load_torchscript
+from pipeline.inference.predictor import Predictor
+from pipeline.inference.preprocess import Preprocessor
+
 __all__ = ["SegmentationModel", "model_signature", "save_mlflow_model"]
 
 logger = logging.getLogger(__name__)
@@ -40,35 +45,27 @@ logger = logging.getLogger(__name__)
 _PACKAGE = Path(__file__).resolve().parents[1]
 
 
-def _input_dims(meta: Mapping[str, Any]) -> tuple[int, int]:
-    """(spatial dimensions of the input volume, channels): a 2D network run slice by slice takes 3D volumes."""
-    network = meta.get("network", {})
-    slices = meta.get("inference", {}).get("kind") == "slice"
-    return (3 if slices else int(network.get("spatial_dims", 3))), int(network.get("in_channels", 1))
-
-
-def _target_spacing(meta: Mapping[str, Any], dims: int) -> list[float]:
+def _target_spacing(card: ModelCard) -> list[float]:
     """The model's target spacing: the default grid of an input given without ``affine`` or ``spacing``."""
-    target = [float(s) for s in meta.get("preprocessing", {}).get("target_spacing") or []]
-    return target if len(target) == dims else [1.0] * dims
+    target = card.target_spacing or []
+    return target[: card.image_dims] if len(target) >= card.image_dims else [1.0] * card.image_dims
 
 
-def model_signature(meta: Mapping[str, Any]) -> ModelSignature:
-    """Input/output signature of a model from its deployment metadata.
+def model_signature(card: ModelCard) -> ModelSignature:
+    """Input/output signature of a model from its card.
 
     Args:
-        meta: the exported model's metadata (``network.spatial_dims``, ``network.in_channels``,
-            ``inference.kind``, ``preprocessing.target_spacing``).
+        card: the exported model's card.
 
     Returns:
         float32 ``(X, Y[, Z][, C])`` in, uint8 label map ``(X, Y[, Z])`` out; params ``spacing``, ``affine``, ``tta``.
     """
-    dims, channels = _input_dims(meta)
+    dims, channels = card.image_dims, card.network.in_channels
     spatial = (-1,) * dims
     # unnamed tensors: predict() then receives the array itself, not a {"name": array} dict
     image = TensorSpec(np.dtype(np.float32), spatial + ((channels,) if channels > 1 else ()))
     labels = TensorSpec(np.dtype(np.uint8), spatial)
-    spacing = _target_spacing(meta, dims)
+    spacing = _target_spacing(card)
     params = ParamSchema([ParamSpec("spacing", "double", spacing, (-1,)), ParamSpec("affine", "double", [], (-1,)),
                           ParamSpec("tta", "boolean", False)])
     return ModelSignature(inputs=Schema([image]), outputs=Schema([labels]), params=params)
@@ -96,20 +93,15 @@ class SegmentationModel(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context: Any) -> None:
-        from pipeline.export.torchscript import load_torchscript
-        from pipeline.inference.preprocess import Preprocessor
-
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.module, self.meta = load_torchscript(context.artifacts["torchscript"], self.device)
-        self.preprocess = Preprocessor(self.meta)
-        self.predictors: dict[bool, Any] = {}  # built on first use: each one optimises (freezes) the module
-        self.dims, self.channels = _input_dims(self.meta)
+        self.module, self.card = load_torchscript(context.artifacts["torchscript"], self.device)
+        self.preprocess = Preprocessor(self.card)
+        self.predictors: dict[bool, Predictor] = {}  # built on first use: each one optimises (freezes) the module
+        self.dims, self.channels = self.card.image_dims, self.card.network.in_channels
 
-    def _predictor(self, tta: bool) -> Any:
-        from pipeline.inference.predictor import Predictor
-
+    def _predictor(self, tta: bool) -> Predictor:
         if tta not in self.predictors:
-            self.predictors[tta] = Predictor(self.module, self.meta, device=self.device, tta=tta)
+            self.predictors[tta] = Predictor(self.module, self.card, device=self.device, tta=tta)
         return self.predictors[tta]
 
     def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> np.ndarray:
@@ -134,8 +126,8 @@ class SegmentationModel(mlflow.pyfunc.PythonModel):
         if array.ndim != expected or (self.channels > 1 and array.shape[-1] != self.channels):
             raise ValueError(f"this model takes a {self.dims}D volume with {self.channels} channel(s) "
                              f"(array of {expected} axes, channels last), got shape {array.shape}")
-        target = _target_spacing(self.meta, self.dims)
-        image, state = self.preprocess(array, _affine(params, self.dims, target), spatial_dims=self.dims)
+        image, state = self.preprocess(array, _affine(params, self.dims, _target_spacing(self.card)),
+                                       spatial_dims=self.dims)
         probs = self._predictor(bool(params.get("tta", False)))(image)
         restored = self.preprocess.invert(probs[0], state)
         return torch.argmax(restored, dim=0).to(torch.uint8).numpy()
@@ -153,7 +145,7 @@ def save_mlflow_model(torchscript: str | os.PathLike, path: str | os.PathLike) -
     """Write an MLflow pyfunc model folder around an exported TorchScript file.
 
     Args:
-        torchscript: a file from :func:`pipeline.export.export_torchscript` (metadata embedded).
+        torchscript: a file from :func:`pipeline.export.export_torchscript` (card embedded).
         path: the new model folder; must not exist or be empty.
 
     Returns:
@@ -162,20 +154,17 @@ def save_mlflow_model(torchscript: str | os.PathLike, path: str | os.PathLike) -
     Raises:
         PipelineError: the file is not an exported model.
     """
-    from pipeline.export.torchscript import load_torchscript
-
-    _, meta = load_torchscript(torchscript)
+    _, card = load_torchscript(torchscript)
     artifacts = {"torchscript": str(torchscript)}
-    beside = Path(torchscript).with_name("metadata.json")  # the readable copy the export writes next to the model
+    beside = Path(torchscript).with_name("model_card.json")  # the readable copy the training writes next to it
     if beside.is_file():
-        artifacts["metadata"] = str(beside)
+        artifacts["model_card"] = str(beside)
     with tempfile.TemporaryDirectory() as tmp:
         code = Path(tmp) / "pipeline"  # the package without caches, so the model loads where it is not installed
         shutil.copytree(_PACKAGE, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         mlflow.pyfunc.save_model(
             path=str(path), python_model=SegmentationModel(), artifacts=artifacts,
-            code_paths=[str(code)], signature=model_signature(meta), pip_requirements=_requirements(),
-            metadata={"labels": meta.get("labels", {}), "bundle": meta.get("bundle", {}),
-                      "preprocessing": meta.get("preprocessing", {}), "inference": meta.get("inference", {})})
+            code_paths=[str(code)], signature=model_signature(card), pip_requirements=_requirements(),
+            metadata={"model_card": card.to_dict()})
     logger.info("wrote the MLflow model %s", path)
     return Path(path)

@@ -22,6 +22,7 @@ import os
 import re
 from pathlib import Path
 
+from pipeline.data.datalist import case_id
 from pipeline.data.discover import InputCase
 from pipeline.io import label_suffix_for
 from pipeline.io.dicom_seg import SEG_SUFFIX
@@ -60,8 +61,6 @@ def output_names(inputs: list[str] | list[InputCase], output_format: str = "auto
     """
     if output_format not in OUTPUT_FORMATS:
         raise ValueError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}, got '{output_format}'")
-    from pipeline.data.datalist import case_id
-
     cases = [c if isinstance(c, InputCase) else InputCase(case_id(Path(c.rstrip("/\\"))), (c,)) for c in inputs]
     stems = {c.source: (_SAFE.sub("_", c.name).strip("._") or "image") for c in cases}
     firsts = {c.source: c.paths[0] for c in cases}

@@ -1,7 +1,7 @@
 """Batch segmentation: every image under a path, through an exported model, to label maps on each input's grid.
 
 The job needs only the ``.ts`` file: preprocessing, ROI, overlap, labels and the number of input channels come
-from its embedded metadata. A multi-channel model takes each case as a 4D file, as nnU-Net channel files
+from its embedded model card. A multi-channel model takes each case as a 4D file, as nnU-Net channel files
 (``CASE_0000``, ``CASE_0001``...) or as a CSV row (``image_0``, ``image_1``...); see
 :func:`pipeline.data.find_cases`. It loses nothing:
 
@@ -46,10 +46,11 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.data.discover import InputCase, find_cases
+from pipeline.deploy.card import ModelCard
+from pipeline.deploy.files import file_sha256, load_torchscript
 from pipeline.errors import DiskFullError, ImageReadError, PipelineError
-from pipeline.export.torchscript import load_torchscript
 from pipeline.inference.cases import output_names, parse_shard, select_shard, shard_from_env, without_own_outputs
-from pipeline.inference.outputs import OutputFolder, Provenance, file_sha256
+from pipeline.inference.outputs import OutputFolder, Provenance
 from pipeline.inference.predictor import Predictor
 from pipeline.inference.preprocess import Preprocessor
 from pipeline.inference.report import CaseResult, JobReport
@@ -72,18 +73,16 @@ class _Case:
         self.warning = ""
 
 
-def _check(volume, path: str, meta: dict) -> str:
+def _check(volume, path: str, card: ModelCard) -> str:
     """Raise for an image the model cannot segment; return a warning for one it can but should not."""
-    net = meta.get("network") or {}
-    kind = meta.get("inference", {}).get("kind", "sliding_window")
-    want = 3 if kind == "slice" else int(net.get("spatial_dims") or 3)
+    want = card.image_dims
     if volume.array.size == 0:
         raise ImageReadError(path, "the image is empty (no voxels)")
     if volume.geometry.ndim != want:
         raise ImageReadError(path, f"wrong dimensionality: the model segments {want}D images, got a "
                              f"{volume.geometry.ndim}D image of size {volume.geometry.shape}")
-    if net.get("in_channels") and volume.channels != int(net["in_channels"]):
-        raise ImageReadError(path, f"the model needs {net['in_channels']} channel(s), the image has "
+    if volume.channels != card.network.in_channels:
+        raise ImageReadError(path, f"the model needs {card.network.in_channels} channel(s), the image has "
                              f"{volume.channels}")
     if np.issubdtype(volume.array.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(volume.array)))
@@ -105,15 +104,15 @@ def _volumes(labels: np.ndarray, spacing: tuple[float, ...], names: dict[str, st
 class _Job:
     """One run of :func:`segment` over this shard's cases (see the module docstring)."""
 
-    def __init__(self, predictor: Predictor, meta: dict, folder: OutputFolder, cases: dict[str, InputCase],
+    def __init__(self, predictor: Predictor, card: ModelCard, folder: OutputFolder, cases: dict[str, InputCase],
                  names: dict[str, str], provenance: Provenance, overwrite: bool, workers: int,
                  output_format: str = "auto") -> None:
-        self.predictor, self.meta, self.folder, self.cases, self.names = predictor, meta, folder, cases, names
+        self.predictor, self.card, self.folder, self.cases, self.names = predictor, card, folder, cases, names
         self.provenance, self.overwrite, self.workers = provenance, overwrite, workers
         self.output_format = output_format
-        self.preprocess = Preprocessor(meta)
-        self.labels = {str(k): str(v) for k, v in meta.get("labels", {}).items()}
-        bundle = meta.get("bundle") or {}  # what a DICOM SEG describes: its segments and the algorithm
+        self.preprocess = Preprocessor(card)
+        self.labels = dict(card.labels)
+        bundle = card.bundle  # what a DICOM SEG describes: its segments and the algorithm
         self.segments = {int(k): v for k, v in self.labels.items() if int(k) > 0}
         self.algorithm = SegAlgorithm(str(bundle.get("name") or "unetpp-pipeline"),
                                       str(bundle.get("version") or "unknown"), provenance.model_sha256)
@@ -131,7 +130,7 @@ class _Job:
             raise PipelineError(f"{path}: --output-format dicom-seg needs a DICOM series as input (a SEG references "
                                 "its source images); use --output-format auto or nifti for other files")
         case.volume = read_case(case.input.paths)
-        case.warning = _check(case.volume, path, self.meta)
+        case.warning = _check(case.volume, path, self.card)
         case.image, case.state = self.preprocess(case.volume.array, case.volume.geometry.affine,
                                                  spatial_dims=case.volume.geometry.ndim)
         classes = max(2, len(self.labels))  # probabilities and the window weights, before they are allocated
@@ -226,7 +225,7 @@ def _find(input_path: str | os.PathLike, folder: OutputFolder, channels: int,
 
 def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir: str | os.PathLike,
             device: str = "auto", level: int | None = None, tta: bool = False, overlap: float | None = None,
-            sw_batch_size: int = 1, workers: int = 2, precision: str = "auto", shard: tuple[int, int] | None = None,
+            sw_batch_size: int | None = None, workers: int = 2, precision: str = "auto", shard: tuple[int, int] | None = None,
             overwrite: bool = False, progress: bool = True, output_format: str = "auto") -> JobReport:
     """Segment every image under ``input_path`` with the exported ``model``; see the module docstring.
 
@@ -239,7 +238,7 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
         level: UNet++ inference level; None keeps the exported one. Defaults to None.
         tta: mirroring test-time augmentation. Defaults to False.
         overlap: sliding-window overlap; None keeps the exported one. Defaults to None.
-        sw_batch_size: windows per forward pass. Defaults to 1.
+        sw_batch_size: windows per forward pass; None keeps the model card's. Defaults to None.
         workers: threads reading/preprocessing ahead (and one writing behind when > 1). Defaults to 2.
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``; see :class:`Predictor`. Defaults to ``"auto"``.
         shard: ``(i, n)``; None uses RANK/WORLD_SIZE when set, else ``(0, 1)``. Defaults to None.
@@ -261,22 +260,25 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
     shard = shard or shard_from_env() or (0, 1)
     if device == "auto" and torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"
-    module, meta = load_torchscript(model, device="cpu")
+    module, card = load_torchscript(model, device="cpu")
     try:
-        predictor = Predictor(module, meta, device=device, level=level, overlap=overlap,
+        predictor = Predictor(module, card, device=device, level=level, overlap=overlap,
                               sw_batch_size=sw_batch_size, tta=tta, precision=precision)
         provenance = Provenance(file_sha256(model), predictor.level, predictor.precision, bool(tta), predictor.overlap)
-        cases = _find(input_path, folder, int((meta.get("network") or {}).get("in_channels") or 1), output_format)
+        cases = _find(input_path, folder, card.network.in_channels, output_format)
         names = output_names(list(cases.values()), output_format)
-        job = _Job(predictor, meta, folder, cases, names, provenance, overwrite, int(workers), output_format)
+        job = _Job(predictor, card, folder, cases, names, provenance, overwrite, int(workers), output_format)
     except ValueError as exc:
         raise PipelineError(str(exc)) from exc
     mine = select_shard(list(cases), shard)
     report = JobReport(str(model), str(folder.path), job.labels, shard, {
         "device": str(predictor.device), "level": predictor.level, "overlap": predictor.overlap, "tta": tta,
         "precision": predictor.precision, "provenance": provenance.line, "model_sha256": provenance.model_sha256,
-        "sw_batch_size": sw_batch_size, "workers": workers, "inputs": len(cases), "this_shard": len(mine),
-        "output_format": output_format})
+        "sw_batch_size": predictor.sw_batch_size, "workers": workers, "inputs": len(cases), "this_shard": len(mine),
+        "output_format": output_format, "model": {"bundle": dict(card.bundle), "modality": card.modality,
+                                                  "channels": list(card.channels),
+                                                  "mirror_axes": card.inference.mirror_axes,
+                                                  "validation": dict(card.training.validation)}})
     folder.remove_own_temporaries([names[p] for p in mine] + [f"{report.stem}.json", f"{report.stem}.csv"])
     logger.info("segmenting %d of %d image(s) (shard %d/%d) on %s at level %d in %s", len(mine), len(cases),
                 *shard, predictor.device, predictor.level, predictor.precision)

@@ -33,21 +33,12 @@ from pipeline.io import read_notes
 from pipeline.io.atomic import temporary_pattern
 from pipeline.io.dicom_seg import SEG_SUFFIX, read_seg_notes
 
-__all__ = ["PROVENANCE_PREFIX", "OutputFolder", "Provenance", "file_sha256"]
+__all__ = ["PROVENANCE_PREFIX", "OutputFolder", "Provenance"]
 
 logger = logging.getLogger(__name__)
 
 #: start of the provenance line in every label map the job writes
 PROVENANCE_PREFIX = "pipeline segment "
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

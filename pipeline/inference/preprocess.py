@@ -1,29 +1,29 @@
-"""A deployed model's preprocessing, rebuilt from its metadata, and its exact inverse.
+"""A deployed model's preprocessing, rebuilt from its model card, and its exact inverse.
 
-The steps are the ones the bundle trained with, recorded at export by :mod:`pipeline.inference.steps` (which
+The steps are the ones the bundle trained with, recorded in the card by :mod:`pipeline.deploy.steps` (which
 also defines how each is applied and undone). :meth:`Preprocessor.invert` undoes crop, resampling and
 reorientation on the network's probabilities, as ``Invertd`` does, so labels land on the input's own grid.
 
-It does not import MONAI: a deployed batch job then starts in about 2 s instead of 8-10 s.
+It does not import MONAI, so that a deployed batch job starts without MONAI's import time.
 
 Example:
-    >>> prep = Preprocessor(meta)                                  # doctest: +SKIP
+    >>> prep = Preprocessor(card)                                  # doctest: +SKIP
     >>> image, state = prep(volume.array, volume.geometry.affine)  # doctest: +SKIP
     >>> probs = prep.invert(predictor(image), state)               # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from pipeline.inference.steps import Step, build_steps, resample_axes
+from pipeline.deploy.card import ModelCard
+from pipeline.deploy.steps import Step, build_steps
 
-__all__ = ["Preprocessor", "resample_axes"]
+__all__ = ["Preprocessor"]
 
 
 @dataclass
@@ -34,17 +34,17 @@ class _State:
 
 
 class Preprocessor:
-    """Callable preprocessing of one image, described by a model's metadata.
+    """Callable preprocessing of one image, described by a model's card.
 
     Args:
-        metadata: the exported model's metadata (``preprocessing.steps``).
+        card: the exported model's card (its ``preprocessing`` steps).
 
     Raises:
         ValueError: a step this version does not know.
     """
 
-    def __init__(self, metadata: Mapping[str, Any]) -> None:
-        self.steps = build_steps(metadata.get("preprocessing", {}).get("steps", []))
+    def __init__(self, card: ModelCard) -> None:
+        self.steps = build_steps(card.preprocessing)
 
     def __call__(self, array: np.ndarray, affine: np.ndarray, spatial_dims: int | None = None) -> \
             tuple[torch.Tensor, _State]:

@@ -123,6 +123,12 @@ class UNetPlusPlus(nn.Module):
                              f"last node's), got {tuple(features)}")
         if upsample not in ("deconv", "nontrainable", "pixelshuffle"):
             raise ValueError(f"upsample must be one of deconv, nontrainable, pixelshuffle, got '{upsample}'")
+        # the constructor's arguments as JSON values: the model card records them, and the export rebuilds the
+        # network from them (pipeline.deploy.describe); TorchScript leaves this unused attribute out
+        self.init_args = _json_value({"spatial_dims": spatial_dims, "in_channels": in_channels,
+                                      "out_channels": out_channels, "features": fea, "depth": depth,
+                                      "strides": strides, "deep_supervision": deep_supervision, "act": act,
+                                      "norm": norm, "bias": bias, "dropout": dropout, "upsample": upsample})
         self.spatial_dims = int(spatial_dims)
         self.depth = int(depth)
         self.features = fea
@@ -243,7 +249,21 @@ class UNetPlusPlus(nn.Module):
                 node.convs = copy.deepcopy(source.convs)
         for j in range(4):
             model.heads[j] = copy.deepcopy(getattr(net, f"final_conv_0_{j + 1}"))
+        model.init_args = {}  # MONAI's modules were copied as they are: the arguments above do not describe them
         return guard_bf16_convs(replace_instance_norms(model)).train(net.training)
+
+
+def _json_value(value: object) -> object:
+    """Tuples as lists, numbers as Python numbers: what JSON gives back, so a card's arguments compare equal."""
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return value
+    return value.item() if hasattr(value, "item") else str(value)
 
 
 def _rename_monai_keys(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:

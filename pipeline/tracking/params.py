@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.io import read_header, read_image
+
 __all__ = ["datalist_hash", "dataset_tags", "git_commit", "run_tags"]
 
 logger = logging.getLogger(__name__)
@@ -56,8 +58,6 @@ def datalist_hash(parts: Mapping[str, Sequence[Mapping]]) -> str:
 def dataset_tags(parts: Mapping[str, Sequence[Mapping]], sample: int = 16) -> dict[str, str]:
     """Case counts, spacing (all training cases, from headers) and intensity statistics (a fixed sample of
     ``sample`` training cases) of a fold's datalist."""
-    from pipeline.io import read_header, read_image
-
     train = list(parts.get("train", []))
     tags = {"dataset.train_cases": str(len(train)), "dataset.val_cases": str(len(parts.get("val", []))),
             "dataset.cases": str(len(parts.get("all", train)))}

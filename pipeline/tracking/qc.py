@@ -25,6 +25,7 @@ from ignite.engine import Engine, Events
 
 from pipeline.tracking.safe_handler import SafeMLFlowHandler, metric_name
 from pipeline.training.distributed import is_main_process
+from pipeline.training.metrics import dice_scores
 
 __all__ = ["ValidationTracker", "case_dice", "render_qc", "to_ras"]
 
@@ -55,8 +56,6 @@ def to_ras(affine: np.ndarray, *volumes: np.ndarray) -> tuple[list[np.ndarray], 
 
 def case_dice(label: np.ndarray, pred: np.ndarray, label_names: Mapping[int, str]) -> dict[str, float]:
     """Dice per named foreground label of one case (NaN where the label is absent from both)."""
-    from pipeline.demo import dice_scores
-
     return dice_scores(pred, label, {str(k): v for k, v in label_names.items()})
 
 

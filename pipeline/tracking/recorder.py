@@ -1,10 +1,11 @@
 """The trainer's MLflow handler: MONAI's logging plus what MONAI leaves out.
 
 At start: continue the saved run when resuming, tag the run (bundle, git commit, host, device, dataset summary
-and datalist hash) and remember the run next to the checkpoints. At the end: log the best checkpoint, export it
-to TorchScript with its deployment metadata (``<ckpt_dir>/export/model.ts``), log that as an MLflow pyfunc model
-with a signature under ``model/`` (:mod:`pipeline.export.mlflow_model`) and register it in the MLflow Model
-Registry under the bundle's name, with the best validation metrics as version tags and the ``best`` alias on
+and datalist hash) and remember the run next to the checkpoints. At the end: log the best checkpoint and its model
+card, export it to TorchScript with :func:`pipeline.export.export_checkpoint` (``<ckpt_dir>/export/model.ts``: the
+same function, and so the same file, as ``pipeline export --checkpoint <ckpt_dir>/model.pt``), log that as an MLflow
+pyfunc model with a signature under ``model/`` (:mod:`pipeline.export.mlflow_model`) and register it in the MLflow
+Model Registry under the bundle's name, with the best validation metrics as version tags and the ``best`` alias on
 the best version so far (:mod:`pipeline.tracking.registry`).
 
 Example (tracking settings file, see ``configs/mlflow.json``)::
@@ -14,8 +15,6 @@ Example (tracking settings file, see ``configs/mlflow.json``)::
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
 import os
 import tempfile
@@ -27,6 +26,9 @@ import mlflow
 from ignite.engine import Engine, Events
 from monai.handlers import MLFlowHandler
 
+from pipeline.deploy.card import CARD_FILE
+from pipeline.export.checkpoint import export_checkpoint
+from pipeline.export.mlflow_model import save_mlflow_model
 from pipeline.io.atomic import write_text_atomic
 from pipeline.tracking.registry import register_model
 from pipeline.tracking.safe_handler import SafeMLFlowHandler, metric_name
@@ -46,35 +48,24 @@ class TrainingRecorder(SafeMLFlowHandler):
         tags: run tags (see :func:`pipeline.tracking.run_tags`). Defaults to None.
         resume: continue the run saved in ``ckpt_dir``. Defaults to False.
         validator: the validation engine, whose best metrics tag the registered version. Defaults to None.
-        network: the network definition, to export the best weights. Defaults to None (no export).
-        preprocessing: the bundle's deterministic transforms, described in the export. Defaults to None.
-        inferer: the bundle's inferer. Defaults to None.
-        label_names: label id -> name. Defaults to None.
-        bundle_meta: bundle metadata. Defaults to None.
+        bundle_meta: bundle metadata (its description goes to the registered model). Defaults to None.
         registered_model_name: Model Registry name; None skips registration. Defaults to None.
-        export_level: UNet++ level of the export (the bundle's ``deploy_level``: a level, or ``auto`` for the level
-            chosen from validation for the best model, recorded beside it at the end of training); None keeps the
-            network's. Defaults to None.
+        export: export the best model with its card at the end (level and everything else from the card).
+            Defaults to True.
         **kwargs: as ``monai.handlers.MLFlowHandler``.
     """
 
     def __init__(self, ckpt_dir: str | os.PathLike, tags: Mapping[str, str] | None = None, resume: bool = False,
-                 validator: Engine | None = None, network: Any = None, preprocessing: Any = None,
-                 inferer: Any = None, label_names: Mapping | None = None, bundle_meta: Mapping | None = None,
-                 registered_model_name: str | None = None, export_level: int | str | None = None,
-                 **kwargs: Any) -> None:
+                 validator: Engine | None = None, bundle_meta: Mapping | None = None,
+                 registered_model_name: str | None = None, export: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.ckpt_dir = Path(ckpt_dir)
         self.tags = dict(tags or {})
         self.resume = bool(resume)
         self.validator = validator
-        self.network = network
-        self.preprocessing = preprocessing
-        self.inferer = inferer
-        self.label_names = dict(label_names or {})
         self.bundle_meta = dict(bundle_meta or {})
         self.registered_model_name = registered_model_name
-        self.export_level = export_level
+        self.export = bool(export)
         self.best: dict[str, float] = {}
         self.key_metric: str | None = None
 
@@ -118,21 +109,12 @@ class TrainingRecorder(SafeMLFlowHandler):
 
     def _export(self) -> Path | None:
         best = self.ckpt_dir / "model.pt"
-        if self.network is None or not best.is_file():
+        if not self.export or not best.is_file():
             return None
-        from pipeline.export import deployment_metadata, export_torchscript, load_network_weights
-        from pipeline.training.levels import resolve_level
-
+        folder = self.ckpt_dir / "export"
         try:
-            network = copy.deepcopy(getattr(self.network, "module", self.network)).cpu()
-            load_network_weights(network, best)
-            meta = deployment_metadata(self.preprocessing or [], self.inferer, self.label_names, network=network,
-                                       bundle=self.bundle_meta, extra={"checkpoint": str(best.resolve()),
-                                                                       "validation": self.best})
-            folder = self.ckpt_dir / "export"
-            level = None if self.export_level is None else resolve_level(self.export_level, best, network.depth)
-            result = export_torchscript(network, folder / "model.ts", meta, level=level, device="cpu")
-            write_text_atomic(folder / "metadata.json", json.dumps(result.metadata, indent=1) + "\n")
+            result = export_checkpoint(best, folder / "model.ts")
+            write_text_atomic(folder / CARD_FILE, result.card.to_json())  # the embedded card, readable
             logger.info("exported the best model to %s (parity %.2g)", result.path, result.max_abs_diff)
             return folder
         except Exception as exc:  # noqa: BLE001 - an export problem must not fail a finished training
@@ -144,15 +126,14 @@ class TrainingRecorder(SafeMLFlowHandler):
         if self.cur_run is None:
             return
         run_id = self.cur_run.info.run_id
-        if (self.ckpt_dir / "model.pt").is_file():
-            self.client.log_artifact(run_id, str(self.ckpt_dir / "model.pt"), "checkpoints")
+        for name in ("model.pt", CARD_FILE):
+            if (self.ckpt_dir / name).is_file():
+                self.client.log_artifact(run_id, str(self.ckpt_dir / name), "checkpoints")
         if self.best:
             self.client.log_batch(run_id=run_id, tags=[mlflow.entities.RunTag(f"best.{k}", f"{v:.6g}")
                                                        for k, v in self.best.items()])
         if export_dir is None:
             return
-        from pipeline.export.mlflow_model import save_mlflow_model
-
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = save_mlflow_model(export_dir / "model.ts", os.path.join(tmp, "model"))
             self.client.log_artifacts(run_id, str(model_dir), "model")

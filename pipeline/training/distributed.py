@@ -59,7 +59,7 @@ def is_main_process() -> bool:
 
 #: Handlers that only rank 0 should run: logging, best-model saving, progress bars, tracking, the level record.
 RANK_ZERO_ONLY = ("StatsHandler", "CheckpointSaver", "ProgressBar", "TensorBoardStatsHandler", "MLFlowHandler",
-                  "SafeMLFlowHandler", "TrainingRecorder", "ValidationTracker", "LevelSelection")
+                  "SafeMLFlowHandler", "TrainingRecorder", "ValidationTracker", "LevelSelection", "ModelCardWriter")
 
 
 def rank_zero_handlers(handlers: list | None) -> list | None:

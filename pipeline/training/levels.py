@@ -3,20 +3,19 @@
 UNet++ can be cut back to a shallower level at inference (``network.level``); how much Dice each level keeps
 depends on the data. :class:`LevelSelection` runs at the end of a training: it scores the best model
 (``<ckpt_dir>/model.pt``) at every level on the validation cases, with the validator's own data, inferer and
-Dice (foreground classes, as the key metric), and writes ``<ckpt_dir>/levels.json``: each level's mean and
-per-class Dice, the tolerance, the model file's SHA-256 and the chosen level, the shallowest whose mean Dice is at
-least the best level's minus ``tolerance``. A bundle's ``deploy_level: "auto"`` means that choice
-(:func:`resolve_level`, used by ``inference.json``, ``pipeline export`` and the MLflow export), for the model file
-it is recorded for, and the full network where there is no record; a number fixes the level. On the MRI bundle's
-earlier hippocampus model L3 scored 0.8736, L4 0.8734 and L2 0.8701: with the default tolerance of 0.002 the
-choice is L3.
+Dice (foreground classes, as the key metric), writes ``<ckpt_dir>/levels.json`` (each level's mean and per-class
+Dice, the tolerance, the model file's SHA-256 and the chosen level: the shallowest whose mean Dice is at least the
+best level's minus ``tolerance``) and records the choice in the model card beside the model. A bundle's
+``deploy_level: "auto"`` means that choice (:func:`pipeline.deploy.resolve_level`, used by ``inference.json``,
+``pipeline export`` and the end-of-training export); a number fixes the level, and the card then keeps it while
+still recording every level's score. The shipped MRI model's choice and scores are in its bundle's docs.
 
 Example (bundle config)::
 
     "deploy_level": "auto",
-    "network_def#level": "$pipeline.training.resolve_level(@deploy_level, @ckpt_path, len(@features) - 2)",
-    "train": {"handlers": [..., {"_target_": "pipeline.training.LevelSelection", "validator": "@validate#evaluator",
-                                 "network": "@network", "ckpt_dir": "@ckpt_dir", "num_classes": "@num_classes"}]}
+    "level_selection": {"_target_": "pipeline.training.LevelSelection", "validator": "@validate#evaluator",
+                        "network": "@network", "ckpt_dir": "@ckpt_dir", "num_classes": "@num_classes"},
+    "train": {"handlers": [..., "@level_selection"]}
 """
 
 from __future__ import annotations
@@ -31,10 +30,11 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
-from pipeline.inference.outputs import file_sha256
+from pipeline.deploy.files import card_path, file_sha256, find_card, load_network_weights, write_card
 from pipeline.io.atomic import write_text_atomic
+from pipeline.training.distributed import is_main_process
 
-__all__ = ["LEVELS_FILE", "LevelSelection", "choose_level", "chosen_level", "resolve_level", "score_levels"]
+__all__ = ["LEVELS_FILE", "LevelSelection", "choose_level", "score_levels"]
 
 logger = logging.getLogger(__name__)
 
@@ -146,9 +146,6 @@ class LevelSelection:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        from pipeline.export import load_network_weights
-        from pipeline.training.distributed import is_main_process
-
         best = self.ckpt_dir / "model.pt"
         if not is_main_process() or not best.is_file():
             return
@@ -160,61 +157,27 @@ class LevelSelection:
         means = {level: sum(v) / len(v) for level, v in per_class.items()}
         chosen = choose_level(means, self.tolerance)
         names = [self.label_names.get(c, str(c)) for c in range(1, self.num_classes)]
-        record = {"model": best.name, "model_sha256": file_sha256(best), "metric": "mean Dice (foreground classes)",
+        sha = file_sha256(best)
+        record = {"model": best.name, "model_sha256": sha, "metric": "mean Dice (foreground classes)",
                   "tolerance": self.tolerance, "chosen": chosen,
                   "levels": {str(lv): {"mean_dice": means[lv], "dice": dict(zip(names, per_class[lv]))}
                              for lv in per_class}}
         write_text_atomic(self.ckpt_dir / LEVELS_FILE, json.dumps(record, indent=1) + "\n")
         logger.info("deployment level L%d: mean Dice %s (tolerance %g) -> %s", chosen,
                     ", ".join(f"L{lv} {m:.4f}" for lv, m in means.items()), self.tolerance, self.ckpt_dir / LEVELS_FILE)
+        self._record_in_card(best, sha, chosen, means)
 
-
-def chosen_level(checkpoint: str | os.PathLike) -> int | None:
-    """The level :class:`LevelSelection` recorded for ``checkpoint``, or None where there is no record of it.
-
-    The record (``levels.json`` in the checkpoint's folder) counts only while it belongs to that file (same
-    SHA-256): a retrained or replaced model has none until its own is written.
-
-    Args:
-        checkpoint: the model file (``model.pt``).
-    """
-    path = Path(checkpoint)
-    record_path = path.parent / LEVELS_FILE
-    try:
-        record = json.loads(record_path.read_text())
-        if path.is_file() and record.get("model_sha256") == file_sha256(path):
-            return int(record["chosen"])
-        logger.info("%s belongs to another model than %s: not used", record_path, path)
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        logger.warning("ignoring %s: %s", record_path, exc)
-    return None
-
-
-def resolve_level(value: int | str, checkpoint: str | os.PathLike | None, depth: int) -> int:
-    """The deployment level a bundle's ``deploy_level`` means for ``checkpoint``.
-
-    Args:
-        value: a level (1..depth) or ``"auto"``: the level chosen from validation for this checkpoint
-            (:func:`chosen_level`), else the full network.
-        checkpoint: the model file the level is for. None: no record is looked for.
-        depth: the network's depth (its full level).
-
-    Raises:
-        ValueError: a level outside 1..depth, or another string than ``auto``.
-
-    Example:
-        >>> resolve_level(2, None, 4), resolve_level("auto", None, 4)
-        (2, 4)
-    """
-    if isinstance(value, str):
-        if value.strip().lower() != "auto":
-            raise ValueError(f"deploy_level must be 'auto' or a level between 1 and {depth}, got '{value}'")
-        chosen = chosen_level(checkpoint) if checkpoint is not None else None
-        if chosen is None:
-            return int(depth)
-        value = chosen
-    if isinstance(value, bool) or not 1 <= int(value) <= int(depth):
-        raise ValueError(f"deploy_level must be 'auto' or a level between 1 and {depth}, got {value!r}")
-    return int(value)
+    def _record_in_card(self, best: Path, sha: str, chosen: int, means: dict[int, float]) -> None:
+        """The choice into the model card of ``best`` (a fixed ``deploy_level`` keeps its level; scores are kept)."""
+        card = find_card(best)
+        if card is None or card.training.checkpoint_sha256 != sha:
+            logger.warning("%s has no model card of its own: the chosen level L%d is recorded in %s only", best,
+                           chosen, LEVELS_FILE)
+            return
+        auto = card.training.level_choice.get("rule", "auto") == "auto"
+        choice = {"rule": "auto" if auto else "fixed", "tolerance": self.tolerance, "chosen": chosen,
+                  "mean_dice": {str(lv): m for lv, m in means.items()}}
+        card = card.replace(training={"level_choice": choice},
+                            inference={"level": chosen if auto else card.inference.level})
+        write_card(card, card_path(best))
+        logger.info("model card: deploy level L%d (%s)", card.level, "chosen from validation" if auto else "fixed")

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from monai.data.utils import affine_to_spacing
@@ -32,11 +33,34 @@ from monai.utils import string_list_all_gather
 
 from pipeline.io.atomic import write_text_atomic
 
-__all__ = ["MetricsReport", "per_class_metrics"]
+__all__ = ["MetricsReport", "dice_scores", "per_class_metrics"]
 
 logger = logging.getLogger(__name__)
 
 _KINDS = ("dice", "hd95")
+
+
+def dice_scores(pred: np.ndarray, truth: np.ndarray, labels: Mapping[str, str]) -> dict[str, float]:
+    """Dice per named foreground label of two label maps (NaN where the label is absent from both).
+
+    Args:
+        pred: predicted label ids.
+        truth: reference label ids, same shape.
+        labels: label id (string) -> name; id 0 (background) is skipped.
+
+    Example:
+        >>> dice_scores(np.array([0, 1, 1]), np.array([0, 1, 0]), {"0": "background", "1": "liver"})
+        {'liver': 0.6666666666666666}
+    """
+    scores = {}
+    for key, name in labels.items():
+        k = int(key)
+        if k == 0:
+            continue
+        p, t = pred == k, truth == k
+        total = p.sum() + t.sum()
+        scores[name] = float(2.0 * np.logical_and(p, t).sum() / total) if total else float("nan")
+    return scores
 
 
 def _label_spacing(y: torch.Tensor) -> list[float] | None:

@@ -5,11 +5,8 @@ scaler). On a CPU with native bfloat16 (AVX512-BF16 or AMX) bf16 autocast roughl
 bf16 needs no gradient scaler (its exponent range is fp32's); weights, optimiser state and the loss stay fp32.
 :class:`AutocastInferer` wraps any MONAI inferer in that autocast and hands fp32 outputs to the loss and the
 post-processing. :func:`prepare_network` moves the network to its device and, on the CPU, to channels-last, the
-layout in which oneDNN's convolutions run without reordering their inputs.
-
-Measured on a 2-core Xeon with AMX, the MRI bundle's training step (4 x 40x56x40): 1.63 samples/s in fp32,
-2.06 in bf16 in the standard layout, 2.92 in bf16 and channels-last; stock MONAI 1.01
-(``benchmarks/training_throughput.py --iterations 10 --rounds 2``, medians).
+layout in which oneDNN's convolutions run without reordering their inputs. What each gains is measured by
+``benchmarks/training_throughput.py`` (README's Performance section).
 
 Example (bundle config)::
 
@@ -28,9 +25,9 @@ from typing import Any
 import torch
 from monai.inferers import Inferer
 
-from pipeline.inference.predictor import PRECISIONS, autocast_dtype
+from pipeline.deploy.device import PRECISIONS, autocast_dtype, precision_name
 
-__all__ = ["AutocastInferer", "prepare_network", "training_autocast"]
+__all__ = ["AutocastInferer", "prepare_network", "training_autocast", "training_precision"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +58,24 @@ def training_autocast(device: torch.device | str, precision: str = "auto") -> to
     if precision == "fp16":
         raise ValueError(f"precision fp16 trains on CUDA only (with MONAI's amp); on {device} use bf16 or fp32")
     return autocast_dtype(precision, device)
+
+
+def training_precision(device: torch.device | str, precision: str = "auto") -> str:
+    """The precision a training runs in, for the model card: ``fp16`` for MONAI's amp on CUDA, else
+    :func:`training_autocast`'s (``bf16`` or ``fp32``).
+
+    Args:
+        device: the training device.
+        precision: the bundle's ``precision``. Defaults to ``"auto"``.
+
+    Example:
+        >>> training_precision("cpu", "fp32")
+        'fp32'
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and precision in ("auto", "fp16"):
+        return "fp16"
+    return precision_name(training_autocast(device, precision))
 
 
 def _to_float(output: Any) -> Any:
@@ -119,8 +134,8 @@ def prepare_network(network: torch.nn.Module, device: torch.device | str,
         network: the model.
         device: where it trains.
         channels_last: use the channels-last layout (``torch.channels_last_3d`` for 3D weights,
-            ``torch.channels_last`` for 2D). Defaults to None: on the CPU (measured: 1.4x faster training steps in
-            bf16, 1.3x in fp32, on a Xeon with AMX), not on CUDA (not measured here; cuDNN picks its own layouts).
+            ``torch.channels_last`` for 2D). Defaults to None: on the CPU (faster training steps, measured in
+            README's Performance section), not on CUDA (cuDNN picks its own layouts).
 
     Example:
         >>> net = prepare_network(torch.nn.Conv3d(1, 2, 3), "cpu")

@@ -1,8 +1,8 @@
-"""``NormalizeChannelsd``: the dictionary transform that applies :mod:`pipeline.transforms.intensity` schemes.
+"""``NormalizeChannelsd``: the dictionary transform that applies :mod:`pipeline.deploy.intensity` schemes.
 
 MONAI normalises all channels of a key the same way (``NormalizeIntensityd``, ``ScaleIntensityRanged``); a
 multi-channel input such as CT + MR, or a plan that measured a CT channel's foreground statistics, needs one
-scheme per channel. The arithmetic is :func:`pipeline.transforms.intensity.normalize_channels`, which the
+scheme per channel. The arithmetic is :func:`pipeline.deploy.intensity.normalize_channels`, which the
 deployed batch job runs too, so training and deployment normalise with the same code.
 
 Example (bundle config)::
@@ -19,7 +19,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from pipeline.transforms.intensity import check_schemes, normalize_channels
+from pipeline.deploy.intensity import check_schemes, normalize_channels
 
 __all__ = ["NormalizeChannelsd"]
 
@@ -29,7 +29,7 @@ class NormalizeChannelsd(MapTransform):
 
     Args:
         keys: keys of the channel-first images to normalise.
-        schemes: a scheme dict or a list with one per channel; see :mod:`pipeline.transforms.intensity`.
+        schemes: a scheme dict or a list with one per channel; see :mod:`pipeline.deploy.intensity`.
         allow_missing_keys: skip absent keys. Defaults to False.
 
     Raises:

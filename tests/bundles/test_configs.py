@@ -10,11 +10,11 @@ import pytest
 from monai.bundle import ConfigParser
 from monai.bundle.config_item import ComponentLocator
 
-from pipeline.training import resolve_level
+from pipeline.deploy import resolve_level
 
 from .conftest import BUNDLES, NAMES, REPO, check, run_bundle
 
-ALL_CONFIGS = sorted(BUNDLES.glob("*/configs/*.json"))
+ALL_CONFIGS = sorted([*BUNDLES.glob("*/configs/*.json"), *(REPO / "configs").rglob("*.json")])
 COMBINATIONS = [("train",), ("train", "evaluate"), ("train", "train_2d"), ("train", "multi_gpu_train"),
                 ("inference",), ("inference", "train_2d"), ("train", "inference")]
 REQUIRED_FILES = ["configs/metadata.json", "configs/train.json", "configs/evaluate.json", "configs/inference.json",

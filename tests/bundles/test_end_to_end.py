@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from .conftest import MODALITY, NAMES, TINY, check, configs, run_bundle
+from .conftest import MODALITY, NAMES, REPO, TINY, check, configs, run_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -45,8 +45,49 @@ def test_training_saves_best_model_latest_state_split_and_metrics(trained):
     assert "Key metric: val_mean_dice best value" in log
 
 
+def test_training_writes_the_model_card_of_its_best_model(trained):
+    from pipeline.deploy import file_sha256, read_card
+
+    bundle, _data, root, log = trained
+    card = read_card(root / "models/model_card.json")
+    splits = json.loads((root / "models/splits.json").read_text())
+    assert card.training.checkpoint_sha256 == file_sha256(root / "models/model.pt")
+    assert card.training.dataset["num_cases"] == 6 and card.training.dataset["val"] == splits["folds"][0]["val"]
+    assert card.training.dataset["cases_sha256"] == splits["cases_sha256"]
+    assert card.training.folds == {"fold": 0, "num_folds": 3, "seed": 0, "splits_file": str(root / "models/splits.json")}
+    assert card.training.precision in ("fp32", "bf16") and card.training.validation["best_epoch"] in (1, 2)
+    assert 0 <= card.training.validation["val_mean_dice"] <= 1
+    assert card.network.args["features"] == [4, 4, 8, 8, 16, 4] and list(card.inference.roi_size) == [32, 32, 32]
+    mirror = json.loads((REPO / "bundles" / bundle / "configs/train.json").read_text())["mirror_axes"]
+    assert card.inference.mirror_axes == tuple(mirror), "read off the flips that trained"
+    assert card.bundle["version"] == json.loads((REPO / "bundles" / bundle / "configs/metadata.json").read_text())[
+        "version"]
+    assert "wrote the model card of model.pt" in log
+
+
+def test_export_after_training_with_overrides_needs_no_overrides(trained, tmp_path):
+    """The README's `pipeline export --bundle B --checkpoint .../model.pt` and the checkpoint alone, after a training
+    with --features and --patch_size: the card beside the checkpoint knows the network (main exited 2 here)."""
+    import subprocess
+    import sys
+
+    from pipeline.deploy import load_torchscript, read_card
+
+    bundle, _, root, _ = trained
+    cards = {}
+    for name, extra in (("alone", []), ("bundle", ["--bundle", bundle])):
+        proc = subprocess.run([sys.executable, "-m", "pipeline", "export", "--checkpoint",
+                               str(root / "models/model.pt"), "--out", str(tmp_path / f"{name}.ts"), *extra],
+                              check=False, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        cards[name] = load_torchscript(tmp_path / f"{name}.ts")[1]
+    assert cards["alone"] == cards["bundle"]
+    assert cards["alone"].network.args["features"] == [4, 4, 8, 8, 16, 4]
+    assert cards["alone"].training == read_card(root / "models/model_card.json").training
+
+
 def test_training_records_the_deployment_level_chosen_from_validation(trained):
-    from pipeline.training import resolve_level
+    from pipeline.deploy import read_card, resolve_level
 
     bundle, data, root, log = trained
     record = json.loads((root / "models/levels.json").read_text())
@@ -62,6 +103,9 @@ def test_training_records_the_deployment_level_chosen_from_validation(trained):
                      str(data), "--bundle_root", str(root), *TINY, cwd=root))
     again = json.loads((root / "models/levels.json").read_text())
     assert again["chosen"] == record["chosen"] and again["model_sha256"] == record["model_sha256"]
+    card = read_card(root / "models/model_card.json")
+    assert card.level == record["chosen"] and card.training.level_choice["rule"] == "auto"
+    assert card.training.level_choice["mean_dice"] == {str(k): v for k, v in means.items()}
 
 
 def test_evaluate_writes_dice_and_hd95_per_class(trained):
@@ -87,9 +131,10 @@ def test_inference_writes_labels_on_each_inputs_own_grid(trained, tmp_path, requ
     for index in range(3):  # stored RAS, LPS and LAS
         name = f"{MODALITY[bundle]}_{index:03d}.nii.gz"
         shutil.copy(data / "imagesTr" / name, inputs / name)
+    # no --features or --patch_size: the network is the one the checkpoint's model card describes
     check(run_bundle("run", "inference", "--config_file", configs(bundle, "inference"), "--input_dir",
                      str(inputs), "--bundle_root", str(root), "--prediction_dir", str(tmp_path / "out"),
-                     "--deploy_level", "2", *TINY, cwd=root))
+                     "--deploy_level", "2", cwd=root))
     for index, code in enumerate(("RAS", "LPS", "LAS")):
         source = nib.load(inputs / f"{MODALITY[bundle]}_{index:03d}.nii.gz")
         seg = nib.load(tmp_path / "out" / f"{MODALITY[bundle]}_{index:03d}_seg.nii.gz")

@@ -5,6 +5,7 @@ DistributedSampler that gives ranks different cases every epoch."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -13,8 +14,9 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-from pipeline.training import resolve_level
-from pipeline.zoo import SHARED_KEYS, sync_inference_config
+from pipeline.deploy import load_torchscript, read_card, resolve_level
+from pipeline.errors import PipelineError
+from pipeline.zoo import GENERATED, SHARED_KEYS, generate_bundle_configs, sync_inference_config
 
 from .conftest import BUNDLES, MODALITY, NAMES, REPO, check, run_bundle
 
@@ -45,10 +47,42 @@ def test_sync_configs_reports_and_repairs_drift(tmp_path):
     (bundle / "configs/train.json").write_text(json.dumps(train, indent=4))
     cmd = [sys.executable, "-m", "pipeline", "sync-configs", str(bundle)]
     proc = subprocess.run([*cmd, "--check"], capture_output=True, text=True, cwd=REPO, check=False)
-    assert proc.returncode == 1 and "inference.json differs from train.json in: patch_size" in proc.stdout
+    assert proc.returncode == 1 and "b: differs from train.json in: patch_size" in proc.stdout
     assert subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False).returncode == 0
     assert json.loads((bundle / "configs/inference.json").read_text())["patch_size"] == [24, 24, 24]
     assert subprocess.run([*cmd, "--check"], capture_output=True, cwd=REPO, check=False).returncode == 0
+
+
+@pytest.mark.parametrize("bundle", NAMES)
+def test_the_shipped_bundles_are_generated_from_one_definition(bundle):
+    assert generate_bundle_configs(bundle, check=True) == []
+
+
+def test_a_bundle_definition_change_reaches_every_generated_file(tmp_path):
+    definitions, bundles = tmp_path / "definitions", tmp_path / "bundles"
+    shutil.copytree(REPO / "configs" / "bundles", definitions)
+    shutil.copytree(BUNDLES / NAMES[0], bundles / NAMES[0], ignore=shutil.ignore_patterns("models"))
+    base = json.loads((definitions / "base/train.json").read_text())
+    base["sw_overlap"] = 0.3
+    (definitions / "base/train.json").write_text(json.dumps(base))
+    assert generate_bundle_configs(NAMES[0], bundles, definitions, check=True) == ["train.json", "inference.json"]
+    assert generate_bundle_configs(NAMES[0], bundles, definitions) == ["train.json", "inference.json"]
+    for file in ("train.json", "inference.json"):
+        assert json.loads((bundles / NAMES[0] / "configs" / file).read_text())["sw_overlap"] == 0.3
+    assert generate_bundle_configs(NAMES[0], bundles, definitions, check=True) == []
+    values = json.loads((definitions / f"{NAMES[0]}.json").read_text())
+    values["train.json"]["no_such_key"] = 1
+    (definitions / f"{NAMES[0]}.json").write_text(json.dumps(values))
+    with pytest.raises(PipelineError, match="may only set keys that configs/bundles/base/train.json defines, got "
+                                            "no_such_key"):
+        generate_bundle_configs(NAMES[0], bundles, definitions, check=True)
+
+
+@pytest.mark.parametrize("file", GENERATED)
+def test_handlers_are_referenced_by_name_not_position(file):
+    for bundle in NAMES:
+        text = (BUNDLES / bundle / "configs" / file).read_text()
+        assert not re.search(r"handlers#\d", text), f"{bundle}/{file} references a handler by its list position"
 
 
 @pytest.mark.parametrize("bundle", NAMES)
@@ -156,7 +190,7 @@ def test_shipped_model_segments_out_of_the_box(hippocampus, tmp_path):
     import nibabel as nib
     import numpy as np
 
-    from pipeline.demo import dice_scores
+    from pipeline.training.metrics import dice_scores
 
     meta = json.loads((SHIPPED / "configs/metadata.json").read_text())
     names = json.loads((SHIPPED / "models/splits.json").read_text())["folds"][0]["val"][:4]
@@ -180,22 +214,59 @@ def test_shipped_model_segments_out_of_the_box(hippocampus, tmp_path):
 
 
 def test_shipped_torchscript_runs_the_batch_job_and_matches_the_checkpoint(tmp_path, mri_dataset):
-    from pipeline.export import load_torchscript
-
-    model, meta = load_torchscript(SHIPPED / "models/model.ts")
+    model, card = load_torchscript(SHIPPED / "models/model.ts")
     parser = ConfigParser()
     parser.read_config(_inference("unetpp_mri_segmentation"))
     parser["device"] = "$torch.device('cpu')"
-    parser["bundle_root"] = str(SHIPPED)  # so that deploy_level auto finds the shipped models/levels.json
+    parser["bundle_root"] = str(SHIPPED)  # so that deploy_level auto finds the shipped model card
     net = parser.get_parsed_content("network_def")
     net.load_state_dict(torch.load(SHIPPED / "models/model.pt", map_location="cpu", weights_only=True))
-    x = torch.randn(1, 1, *meta["inference"]["roi_size"])
+    x = torch.randn(1, 1, *card.inference.roi_size)
     with torch.no_grad():
         assert torch.allclose(model(x).float(), net.eval()(x), atol=1e-4)
-    assert meta["inference"]["level"] == resolve_level(parser.get_parsed_content("deploy_level"),
-                                                       SHIPPED / "models/model.pt", net.depth)
+    assert card.level == net.level == resolve_level(parser.get_parsed_content("deploy_level"),
+                                                    SHIPPED / "models/model.pt", net.depth) == 2
+    shipped = read_card(SHIPPED / "models/model_card.json")
+    assert {k: v for k, v in card.to_dict().items() if k != "export"} == shipped.to_dict(), \
+        "the shipped model.ts embeds the shipped card"
     proc = subprocess.run([sys.executable, "-m", "pipeline", "segment", "--model", str(SHIPPED / "models/model.ts"),
                            "--input", str(mri_dataset / "imagesTr"), "--output", str(tmp_path / "out"),
                            "--no-progress"], check=False, capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list((tmp_path / "out").glob("*.nii.gz"))) == 4
+
+
+@pytest.mark.slow
+def test_a_copy_of_the_shipped_bundle_retrains_in_place_on_other_data(tiny_datasets, tmp_path):
+    """The Model Zoo's way: copy the bundle, run train.json from its folder on one's own data. The shipped folds
+    are hippocampus's; the copy makes (and logs) new folds for the new data and keeps the old split beside them."""
+    from pipeline.deploy import file_sha256
+
+    bundle = tmp_path / "my_bundle"
+    shutil.copytree(SHIPPED, bundle)
+    shipped = json.loads((SHIPPED / "models/splits.json").read_text())
+    proc = check(run_bundle("run", "training", "--config_file", "configs/train.json", "--dataset_dir",
+                            str(tiny_datasets["mri"]), "--epochs", "1", "--val_interval", "1", "--num_workers", "0",
+                            "--patch_size", "[32,32,32]", cwd=bundle))
+    log = proc.stdout + proc.stderr
+    assert "was made for another dataset" in log and "the old one is kept as splits." in log
+    splits = json.loads((bundle / "models/splits.json").read_text())
+    assert splits["num_cases"] == 6 and splits["num_folds"] == 5
+    assert json.loads((bundle / f"models/splits.{shipped['cases_sha256'][:12]}.json").read_text()) == shipped
+    card = read_card(bundle / "models/model_card.json")
+    assert card.training.checkpoint_sha256 == file_sha256(bundle / "models/model.pt")
+    assert card.training.dataset["cases_sha256"] == splits["cases_sha256"] and card.training.dataset["num_cases"] == 6
+
+
+@pytest.mark.realdata
+def test_the_shipped_folds_are_msd_hippocampus_s(hippocampus):
+    """The shipped model's folds are still used as they are on the data they were made for."""
+    from pipeline.data import load_datalist
+    from pipeline.data.folds import cases_fingerprint, split_mismatch
+
+    cases = [item["case"] for item in load_datalist(hippocampus).items]
+    shipped = json.loads((SHIPPED / "models/splits.json").read_text())
+    assert split_mismatch(shipped, cases, 5) is None and shipped["cases_sha256"] == cases_fingerprint(cases)
+    card = read_card(SHIPPED / "models/model_card.json")
+    assert card.training.dataset["val"] == shipped["folds"][0]["val"]
+    assert card.training.dataset["cases_sha256"] == shipped["cases_sha256"]

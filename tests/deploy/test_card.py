@@ -1,4 +1,4 @@
-"""A deployed model's metadata is checked at load: one line naming the file and the rule."""
+"""The model card: its rules are one line each, versions are checked on load, earlier exports are migrated."""
 
 from __future__ import annotations
 
@@ -10,28 +10,51 @@ import sys
 import pytest
 import torch
 
+from pipeline.deploy import (
+    CARD_VERSION,
+    CardError,
+    ModelCard,
+    card_from_dict,
+    load_torchscript,
+    parse_card,
+    read_card,
+    write_card,
+)
 from pipeline.errors import PipelineError
-from pipeline.export.model_metadata import check_model_metadata, parse_model_metadata
 
-GOOD = {"labels": {"0": "background", "1": "liver", "2": "kidney"},
-        "network": {"spatial_dims": 3, "in_channels": 1, "out_channels": 3},
-        "inference": {"kind": "sliding_window", "roi_size": [96, 96, 64], "overlap": 0.5},
-        "preprocessing": {"target_spacing": [1.5, 1.5, 2.0],
-                          "steps": [{"kind": "resample", "pixdim": [1.5, 1.5, 2.0]}]}}
+GOOD = {"card_version": CARD_VERSION, "labels": {"0": "background", "1": "liver", "2": "kidney"},
+        "network": {"target": "pipeline.networks.UNetPlusPlus", "args": {"features": [4, 4, 8, 8, 16, 4]},
+                    "spatial_dims": 3, "in_channels": 1, "out_channels": 3, "depth": 4},
+        "preprocessing": [{"kind": "orient", "axcodes": "RAS"}, {"kind": "resample", "pixdim": [1.5, 1.5, 2.0]}],
+        "inference": {"kind": "sliding_window", "roi_size": [96, 96, 64], "overlap": 0.5, "level": 2,
+                      "mirror_axes": [0]},
+        "modality": "CT", "channels": ["CT"], "training": {"precision": "bf16", "checkpoint_sha256": "ab" * 32}}
 
 
 def _broken(path, value):
-    meta = copy.deepcopy(GOOD)
+    card = copy.deepcopy(GOOD)
     *parents, key = path.split(".")
-    node = meta
+    node = card
     for p in parents:
         node = node[p]
     node[key] = value
-    return meta
+    return card
 
 
-def test_good_metadata_passes():
-    assert check_model_metadata(copy.deepcopy(GOOD), "m.ts") == GOOD
+def test_a_good_card_round_trips_field_by_field(tmp_path):
+    card = card_from_dict(copy.deepcopy(GOOD), "m.ts")
+    assert isinstance(card, ModelCard) and card.level == 2 and card.inference.mirror_axes == (0,)
+    assert card.target_spacing == [1.5, 1.5, 2.0] and card.image_dims == 3 and card.label_ids[2] == "kidney"
+    write_card(card, tmp_path / "model_card.json")
+    again = read_card(tmp_path / "model_card.json")
+    assert again == card and again.to_json() == card.to_json()
+    assert json.loads(card.to_json())["card_version"] == CARD_VERSION
+
+
+def test_defaults_are_the_dataclasses_not_the_readers():
+    card = card_from_dict({"card_version": CARD_VERSION, "labels": {"0": "background", "1": "a"}}, "m.ts")
+    assert (card.inference.overlap, card.inference.mode, card.inference.sw_batch_size) == (0.5, "gaussian", 1)
+    assert card.inference.mirror_axes is None and card.level == 1 and card.export is None
 
 
 @pytest.mark.parametrize("path, value, rule", [
@@ -40,44 +63,90 @@ def test_good_metadata_passes():
      "label ids must be whole numbers >= 0, got [\"one\"]"),
     ("labels", {"0": "background", "1": "liver"}, "as many labels as output channels (3)"),
     ("inference.roi_size", [96, 0, 64], "'inference.roi_size' must be whole numbers > 0"),
-    ("inference.roi_size", [96, 96], "one per spatial axis (3)"),
+    ("inference.roi_size", [96, 96], "one per network axis (3)"),
     ("inference.overlap", 1.0, "'inference.overlap' must be >= 0 and < 1, got 1.0"),
+    ("inference.level", 5, "'inference.level' must be a level between 1 and the depth (4), got 5"),
+    ("inference.kind", "patches", "'inference.kind' must be sliding_window or slice"),
     ("network.in_channels", 0, "'network.in_channels' must be a whole number >= 1"),
+    ("network.spatial_dims", 4, "'network.spatial_dims' must be 2 or 3"),
     ("inference.mirror_axes", [0, 3], "'inference.mirror_axes' must be a list of spatial axes 0..2, got [0, 3]"),
     ("inference.mirror_axes", "lr", "'inference.mirror_axes' must be a list of spatial axes 0..2"),
-    ("preprocessing.target_spacing", [1.5, -1, 2], "target spacings must be numbers > 0"),
-    ("preprocessing.steps", [{"kind": "resample", "pixdim": [0, 1, 1]}], "target spacings must be numbers > 0"),
-    ("preprocessing.steps", "orient", "'preprocessing.steps' must be a list of objects"),
+    ("preprocessing", [{"kind": "resample", "pixdim": [0, 1, 1]}], "target spacings must be numbers > 0"),
+    ("preprocessing", "orient", "'preprocessing' must be a list of step objects"),
     ("network", "unet", "'network' must be an object"),
 ])
 def test_each_rule_is_one_line(path, value, rule):
-    with pytest.raises(PipelineError) as info:
-        check_model_metadata(_broken(path, value), "models/m.ts")
+    with pytest.raises(CardError) as info:
+        card_from_dict(_broken(path, value), "models/m.ts")
     message = str(info.value)
-    assert message.startswith("'models/m.ts': embedded metadata: ") and rule in message and "\n" not in message
+    assert message.startswith("'models/m.ts': model card: ") and rule in message and "\n" not in message
 
 
 def test_not_an_object_or_not_json():
-    with pytest.raises(PipelineError, match="metadata.json must hold a JSON object, got \"list\""):
-        parse_model_metadata("[1, 2]", "m.ts")
-    with pytest.raises(PipelineError, match="'m.ts': embedded metadata.json must be valid JSON"):
-        parse_model_metadata("{labels", "m.ts")
+    with pytest.raises(PipelineError, match="a model card must hold a JSON object, got \"list\""):
+        parse_card("[1, 2]", "m.ts")
+    with pytest.raises(PipelineError, match="'m.ts': the model card must be valid JSON"):
+        parse_card("{labels", "m.ts")
 
 
-def test_segment_refuses_a_model_with_bad_metadata_in_one_line(tmp_path):
+def test_a_newer_card_is_refused_in_one_line_naming_the_file_and_both_versions():
+    with pytest.raises(CardError) as info:
+        card_from_dict(_broken("card_version", CARD_VERSION + 1), "runs/ct/models/model_card.json")
+    assert str(info.value) == (f"'runs/ct/models/model_card.json': model card version {CARD_VERSION + 1} is newer "
+                               f"than this pipeline reads ({CARD_VERSION}): upgrade the pipeline to use this model")
+    with pytest.raises(CardError, match="'card_version' must be a whole number, got '3'"):
+        card_from_dict(_broken("card_version", "3"), "m.ts")
+
+
+def test_a_future_card_in_a_model_file_stops_segment_in_one_line(tmp_path):
+    torch.jit.save(torch.jit.script(torch.nn.Conv3d(1, 3, 1)), str(tmp_path / "m.ts"),
+                   _extra_files={"model_card.json": json.dumps(_broken("card_version", 99))})
+    (tmp_path / "in").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "segment", "--model", str(tmp_path / "m.ts"), "--input",
+                           str(tmp_path / "in"), "--output", str(tmp_path / "out")], check=False,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"m.ts': model card version 99 is newer than this pipeline reads ({CARD_VERSION})" in proc.stderr
+
+
+def test_earlier_exports_are_migrated():
+    old = {"metadata_version": 2, "labels": {"0": "background", "1": "anterior", "2": "posterior"}, "modality": "MR",
+           "channels": ["T1"], "network": {"class": "UNetPlusPlus", "spatial_dims": 3, "depth": 4, "in_channels": 1,
+                                           "out_channels": 3},
+           "preprocessing": {"orientation": "RAS", "target_spacing": [1.0, 1.0, 1.0],
+                             "steps": [{"kind": "orient", "axcodes": "RAS"},
+                                       {"kind": "resample", "pixdim": [1.0, 1.0, 1.0], "mode": "bilinear"}]},
+           "inference": {"kind": "sliding_window", "roi_size": [40, 56, 40], "overlap": 0.5, "mode": "gaussian",
+                         "sigma_scale": 0.125, "level": 2, "mirror_axes": [0]},
+           "validation": {"val_mean_dice": 0.87}, "precision": "fp32", "exported_device": "cpu"}
+    card = card_from_dict(old, "old.ts")
+    assert card.level == 2 and card.inference.mirror_axes == (0,) and card.channels == ("T1",)
+    assert card.preprocessing[1]["pixdim"] == [1.0, 1.0, 1.0] and card.training.validation["val_mean_dice"] == 0.87
+    assert card.export.precision == "fp32" and card.network.target == "" and card.network.depth == 4
+    with pytest.raises(CardError, match="metadata_version must be 1 or 2"):
+        card_from_dict({**old, "metadata_version": 7}, "old.ts")
+
+
+def test_segment_refuses_a_model_with_a_bad_card_in_one_line(tmp_path):
     module = torch.jit.script(torch.nn.Conv3d(1, 2, 1))
-    torch.jit.save(module, str(tmp_path / "m.ts"), _extra_files={"metadata.json": json.dumps(
+    torch.jit.save(module, str(tmp_path / "m.ts"), _extra_files={"model_card.json": json.dumps(
         _broken("labels", {"0": "background", "x": "liver", "2": "kidney"}))})
     (tmp_path / "in").mkdir()
     proc = subprocess.run([sys.executable, "-m", "pipeline", "segment", "--model", str(tmp_path / "m.ts"), "--input",
                            str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--device", "tpu"], check=False,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
-    assert "m.ts': embedded metadata: label ids must be whole numbers >= 0" in proc.stderr
+    assert "m.ts': model card: label ids must be whole numbers >= 0" in proc.stderr
 
 
-def test_an_unknown_device_is_one_line(tmp_path):
-    from pipeline.export.torchscript import resolve_device
+def test_a_model_file_without_a_card(tmp_path):
+    torch.jit.save(torch.jit.script(torch.nn.Conv3d(1, 2, 1)), str(tmp_path / "m.ts"))
+    with pytest.raises(PipelineError, match="has no embedded model card: export it with `python -m pipeline export`"):
+        load_torchscript(tmp_path / "m.ts")
+
+
+def test_an_unknown_device_is_one_line():
+    from pipeline.deploy import resolve_device
 
     with pytest.raises(PipelineError, match="device must be auto, cpu or cuda\\[:N\\], got 'tpu'"):
         resolve_device("tpu")

@@ -16,11 +16,16 @@ from monai.transforms import (
 )
 
 from pipeline.data import write_synthetic_dataset
+from pipeline.deploy import card_from_dict
+from pipeline.deploy.steps import STEPS, build_steps, describe_transforms
 from pipeline.inference import Preprocessor
-from pipeline.inference.steps import STEPS, build_steps, describe_transforms
 from pipeline.io import read_case
 from pipeline.transforms import ForegroundThreshold, NormalizeChannelsd
 
+
+def _card(steps):
+    """A card that says only how to preprocess."""
+    return card_from_dict({"card_version": 3, "labels": {"0": "background", "1": "a"}, "preprocessing": steps}, "t")
 
 def test_every_kind_mirrors_a_training_transform():
     assert set(STEPS) == {"orient", "resample", "crop_foreground", "normalize", "zscore", "window"}
@@ -49,9 +54,8 @@ def test_two_channel_case_matches_the_monai_chain_and_its_inverse(tmp_path):
                                      allow_smaller=True),
                      NormalizeChannelsd("image", schemes)])
     expected = chain({"image": files})["image"]
-    meta = {"preprocessing": {"steps": describe_transforms(chain.transforms)}}
-    assert [s["kind"] for s in meta["preprocessing"]["steps"]] == ["orient", "resample", "crop_foreground",
-                                                                    "normalize"]
+    meta = _card(describe_transforms(chain.transforms))
+    assert [s["kind"] for s in meta.preprocessing] == ["orient", "resample", "crop_foreground", "normalize"]
     volume = read_case(files)
     got, state = Preprocessor(meta)(volume.array, volume.geometry.affine)
     assert got.shape == expected.shape and torch.allclose(got, expected.as_tensor(), atol=1e-4)
@@ -72,7 +76,7 @@ def test_2d_image_matches_the_monai_chain(tmp_path):
                      Orientationd("image", axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
                      Spacingd("image", pixdim=(1.5, 1.3, 1.0))])
     expected = chain({"image": source})["image"]
-    meta = {"preprocessing": {"steps": describe_transforms(chain.transforms)}}
+    meta = _card(describe_transforms(chain.transforms))
     volume = read_case(source)
     got, state = Preprocessor(meta)(volume.array, volume.geometry.affine)
     assert got.shape == expected.shape and torch.allclose(got, expected.as_tensor(), atol=1e-4)

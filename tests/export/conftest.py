@@ -6,24 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from monai.bundle import ConfigParser
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"features": [4, 4, 8, 8, 16, 4], "patch_size": [32, 32, 32]}
 
 
-def tiny_parser(bundle: str, *configs: str) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config([str(REPO / "bundles" / bundle / "configs" / f"{c}.json") for c in (configs or ("train",))])
-    parser.read_meta(str(REPO / "bundles" / bundle / "configs" / "metadata.json"))
-    parser["device"] = "$torch.device('cpu')"
-    for key, value in TINY.items():
-        parser[key] = value
-    return parser
-
-
 @pytest.fixture(scope="session")
-def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
+def tiny_checkpoints(tmp_path_factory, tiny_parser) -> dict[str, Path]:
     """bundle name -> model.pt of a tiny randomly initialised network (TINY overrides)."""
     root = tmp_path_factory.mktemp("ckpt")
     out = {}

@@ -7,33 +7,36 @@ import sys
 import pytest
 import torch
 
-from pipeline.errors import PipelineError
-from pipeline.export import (
-    ExportError,
-    bundle_metadata,
-    export_bundle,
-    export_torchscript,
+from pipeline.deploy import (
+    card_from_dict,
+    card_path,
+    file_sha256,
     load_torchscript,
+    read_card,
     resolve_device,
+    write_card,
 )
+from pipeline.errors import PipelineError
+from pipeline.export import ExportError, export_bundle, export_checkpoint, export_torchscript
 from pipeline.networks import UNetPlusPlus
 
-from .conftest import REPO, TINY, tiny_parser
+from .conftest import REPO, TINY
 
 SMALL = (4, 4, 8, 8, 16, 4)
+CARD = card_from_dict({"card_version": 3, "labels": {"0": "bg", "1": "a", "2": "b"},
+                       "inference": {"roi_size": [32, 32, 32]}, "network": {"in_channels": 1, "depth": 4,
+                                                                           "out_channels": 3}}, "test card")
 
 
 @pytest.mark.parametrize("level", [1, 2, 3, 4])
 def test_export_parity_and_metadata_at_every_level(tmp_path, level):
     torch.manual_seed(level)
     net = UNetPlusPlus(3, 1, 3, features=SMALL, deep_supervision=True)
-    meta = {"labels": {"0": "bg", "1": "a", "2": "b"}, "inference": {"roi_size": [32, 32, 32]},
-            "network": {"in_channels": 1}}
-    result = export_torchscript(net, tmp_path / "m.ts", meta, level=level)
+    result = export_torchscript(net, tmp_path / "m.ts", CARD, level=level)
     assert result.max_abs_diff < 1e-4 and result.input_shape == (1, 1, 32, 32, 32)
     module, embedded = load_torchscript(tmp_path / "m.ts")
-    assert embedded["inference"]["level"] == level and embedded["precision"] == "fp32"
-    assert embedded["labels"] == meta["labels"] and module.level == level
+    assert embedded.level == level and embedded.export.precision == "fp32"
+    assert embedded.labels == CARD.labels and module.level == level
     x = torch.randn(1, 1, 32, 32, 33)
     with torch.inference_mode():
         assert (module(x) - net.eval()(x)).abs().max() < 1e-4
@@ -54,89 +57,84 @@ def test_parity_failure_writes_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.jit, "load", lambda *a, **k: Broken(real_load(*a, **k)))
     with pytest.raises(ExportError, match=r"differs from the eager model by 1 \(> tolerance 0.0001\)"):
-        export_torchscript(net, tmp_path / "m.ts", {"inference": {"roi_size": [32, 32, 32]}})
+        export_torchscript(net, tmp_path / "m.ts", CARD.replace(labels={"0": "bg", "1": "a"}))
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("bundle, kinds", [
-    ("unetpp_ct_segmentation", ["orient", "resample", "crop_foreground", "normalize"]),
-    ("unetpp_mri_segmentation", ["orient", "resample", "normalize"]),
-])
-def test_metadata_is_read_off_the_bundle_objects(bundle, kinds):
+def _trained(tmp_path, tiny_parser, bundle="unetpp_mri_segmentation", overrides=TINY, seed=0):
+    """A checkpoint with its card, as a training leaves them: models/model.pt and models/model_card.json."""
+    from pipeline.export import bundle_card
+
     parser = tiny_parser(bundle)
-    net = parser.get_parsed_content("network_def")
-    meta = bundle_metadata(parser, net, level=2)
-    assert [s["kind"] for s in meta["preprocessing"]["steps"]] == kinds
-    assert meta["preprocessing"]["orientation"] == "RAS"
-    assert meta["preprocessing"]["target_spacing"] == parser.get_parsed_content("target_spacing")
-    assert meta["inference"] == {"kind": "sliding_window", "roi_size": TINY["patch_size"], "overlap": 0.5,
-                                 "mode": "gaussian", "sigma_scale": 0.125, "level": 2,
-                                 "mirror_axes": parser.get_parsed_content("mirror_axes")}
-    assert meta["labels"] == parser.get_parsed_content("label_names")
-    version = json.loads((REPO / "bundles" / bundle / "configs/metadata.json").read_text())["version"]
-    assert meta["bundle"]["version"] == version and meta["bundle"]["name"]
-    assert meta["network"]["depth"] == 4 and meta["network"]["in_channels"] == 1
-    assert meta["modality"] in ("CT", "MR") and meta["channels"]
-    assert {"torch", "monai", "pipeline"} <= set(meta["versions"]) and meta["exported_at"]
-    (window,) = meta["preprocessing"]["steps"][-1]["schemes"]
-    if bundle == "unetpp_ct_segmentation":
-        assert (window["scheme"], window["a_min"], window["a_max"], window["clip"]) == ("window", -175, 250, True)
-        assert meta["preprocessing"]["steps"][2]["threshold"] == -500.0
-    else:
-        assert window == {"scheme": "zscore", "nonzero": True}
+    for key, value in overrides.items():
+        parser[key] = value
+    card, net = bundle_card(parser)
+    torch.manual_seed(seed)
+    models = tmp_path / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), models / "model.pt")
+    write_card(card.replace(training={"checkpoint_sha256": file_sha256(models / "model.pt"),
+                                      "validation": {"val_mean_dice": 0.5}}), card_path(models / "model.pt"))
+    return models / "model.pt"
 
 
-@pytest.mark.parametrize("bundle", ["unetpp_ct_segmentation", "unetpp_mri_segmentation"])
-@pytest.mark.parametrize("extra", [(), ("train_2d",)], ids=["3d", "2d"])
-def test_mirror_axes_is_one_definition_for_training_flips_and_tta(bundle, extra):
-    """The training chain flips exactly the mirror_axes, and the export records them for segment --tta."""
-    for axes in ([0], [1, 2], []):
-        parser = tiny_parser(bundle, *(("train", *extra) if extra else ()))
-        parser["mirror_axes"] = axes
-        flipped = sorted(int(t.flipper.spatial_axis) for t in parser.get_parsed_content("augmentation")
-                         if type(t).__name__ == "RandFlipd")
-        dims = 2 if extra else 3
-        assert flipped == [a for a in axes if a < dims]
-        assert bundle_metadata(parser, parser.get_parsed_content("network_def"))["inference"]["mirror_axes"] == axes
+def test_export_from_the_checkpoint_alone_after_overrides(tmp_path, tiny_parser):
+    """The card beside the checkpoint says which network and preprocessing: no --bundle, no --set."""
+    demo = {"patch_size": [48, 48, 32], "features": [16, 16, 32, 64, 128, 16], "sw_overlap": 0.25}
+    model = _trained(tmp_path, tiny_parser, "unetpp_ct_segmentation", demo)
+    result = export_checkpoint(model, tmp_path / "ct.ts")
+    assert result.max_abs_diff < 1e-4 and result.card.inference.overlap == 0.25
+    assert list(result.card.inference.roi_size) == [48, 48, 32] and result.card.network.args["features"] == \
+        demo["features"]
+    _, card = load_torchscript(tmp_path / "ct.ts")
+    assert card == result.card and card.training == read_card(card_path(model)).training
+    assert card.export.precision == "fp32" and card.level == 4
 
 
-def test_unexportable_transform_is_named():
-    from monai.inferers import SlidingWindowInferer
-    from monai.transforms import GaussianSmoothd
-
-    from pipeline.export import deployment_metadata
-
-    with pytest.raises(ValueError, match="uses GaussianSmoothd: it has no deployment equivalent"):
-        deployment_metadata([GaussianSmoothd(keys="image", sigma=1.0)], SlidingWindowInferer([32] * 3), {0: "bg"})
+def test_the_same_checkpoint_gives_the_same_bytes(tmp_path, tiny_parser):
+    model = _trained(tmp_path, tiny_parser)
+    a, b = export_checkpoint(model, tmp_path / "a.ts"), export_checkpoint(model, tmp_path / "b.ts")
+    assert file_sha256(a.path) == file_sha256(b.path)
 
 
-def test_export_bundle_from_checkpoint(tmp_path, tiny_checkpoints):
+def test_export_takes_the_level_chosen_for_that_checkpoint(tmp_path, tiny_parser):
+    model = _trained(tmp_path, tiny_parser)
+    card = read_card(card_path(model))
+    write_card(card.replace(inference={"level": 3}, training={"level_choice": {"rule": "auto"}}), card_path(model))
+    assert export_checkpoint(model, tmp_path / "l3.ts").card.level == 3
+    assert export_checkpoint(model, tmp_path / "l2.ts", level=2).card.level == 2, "--level wins"
+    other = model.with_name("checkpoint_latest.pt")
+    torch.save({"network": torch.load(model)}, other)
+    result = export_checkpoint(other, tmp_path / "latest.ts")
+    assert result.card.level == 4, "the level was chosen for model.pt, not for this file: the full network"
+    assert result.card.training.validation == {} and result.card.training.checkpoint_sha256 == file_sha256(other)
+    write_card(card.replace(inference={"level": 2}, training={"level_choice": {"rule": "fixed"}}), card_path(model))
+    assert export_checkpoint(other, tmp_path / "fixed.ts").card.level == 2, "a fixed level holds for any checkpoint"
+
+
+def test_without_a_card_the_bundle_is_needed(tmp_path, tiny_checkpoints):
+    with pytest.raises(PipelineError, match="has no model card beside it .*pass --bundle"):
+        export_checkpoint(tiny_checkpoints["unetpp_mri_segmentation"], tmp_path / "m.ts")
     result = export_bundle(REPO / "bundles/unetpp_mri_segmentation", tiny_checkpoints["unetpp_mri_segmentation"],
                            tmp_path / "mri.ts", level=3, overrides=TINY)
-    assert result.metadata["inference"]["level"] == 3 and result.max_abs_diff < 1e-4
-    assert result.metadata["overrides"]["features"] == TINY["features"]
-    with pytest.raises(PipelineError, match="does not fit the bundle's network"):
+    assert result.card.level == 3 and result.max_abs_diff < 1e-4 and result.card.network.args["features"] == \
+        TINY["features"]
+    with pytest.raises(PipelineError) as info:
         export_bundle(REPO / "bundles/unetpp_mri_segmentation", tiny_checkpoints["unetpp_mri_segmentation"],
                       tmp_path / "x.ts")  # default features: the tiny weights do not fit
+    message = str(info.value)
+    assert "does not fit the network UNetPlusPlus" in message and "size mismatch" in message
+    assert not message.rstrip().endswith(":") and "\n" not in message
 
 
-def test_export_takes_the_level_chosen_for_that_checkpoint(tmp_path, tiny_checkpoints):
-    import json
-    import shutil
-
-    from pipeline.inference.outputs import file_sha256
-
-    model = tmp_path / "models" / "model.pt"
-    model.parent.mkdir()
-    shutil.copy(tiny_checkpoints["unetpp_mri_segmentation"], model)
+def test_bundle_and_set_override_only_what_they_change(tmp_path, tiny_parser):
+    model = _trained(tmp_path, tiny_parser, overrides={**TINY, "sw_overlap": 0.25})
     bundle = REPO / "bundles/unetpp_mri_segmentation"
-    result = export_bundle(bundle, model, tmp_path / "full.ts", overrides=TINY)
-    assert result.metadata["inference"]["level"] == 4, "deploy_level auto without a record: the full network"
-    (model.parent / "levels.json").write_text(json.dumps({"model": "model.pt", "model_sha256": file_sha256(model),
-                                                          "chosen": 3}))
-    assert export_bundle(bundle, model, tmp_path / "l3.ts", overrides=TINY).metadata["inference"]["level"] == 3
-    fixed = export_bundle(bundle, model, tmp_path / "l2.ts", overrides={**TINY, "deploy_level": 2})
-    assert fixed.metadata["inference"]["level"] == 2, "a number in the config fixes the level"
+    plain = export_bundle(bundle, model, tmp_path / "plain.ts")
+    assert plain.card == export_checkpoint(model, tmp_path / "alone.ts").card, "--bundle alone changes nothing"
+    changed = export_bundle(bundle, model, tmp_path / "o.ts", overrides={"sw_overlap": 0.1, "deploy_level": 2})
+    assert changed.card.inference.overlap == 0.1 and changed.card.level == 2
+    assert changed.card.network == plain.card.network and changed.card.training.validation == {"val_mean_dice": 0.5}
 
 
 def test_cli_export_prints_parity(tmp_path, tiny_checkpoints):
@@ -146,15 +144,17 @@ def test_cli_export_prints_parity(tmp_path, tiny_checkpoints):
                            "patch_size=[32,32,32]"], check=False, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "parity: max |TorchScript - eager| =" in proc.stdout and "level 2" in proc.stdout
-    _, meta = load_torchscript(tmp_path / "ct.ts")
-    assert meta["labels"] == {"0": "background", "1": "liver", "2": "kidney"}
+    _, card = load_torchscript(tmp_path / "ct.ts")
+    assert dict(card.labels) == {"0": "background", "1": "liver", "2": "kidney"}
 
 
 def test_cli_export_errors_are_one_line(tmp_path, tiny_checkpoints):
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "export", "--bundle", "no_such_bundle", "--checkpoint",
-                           "x.pt", "--out", str(tmp_path / "m.ts")],
-                           check=False, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--bundle must be a bundle folder" in proc.stderr
+    for args, message in [(["--bundle", "no_such_bundle", "--checkpoint", "x.pt"], "--bundle must be a bundle folder"),
+                          (["--checkpoint", str(tiny_checkpoints["unetpp_ct_segmentation"])], "has no model card"),
+                          (["--checkpoint", "x.pt", "--set", "features=[1]"], "--config and --set need --bundle")]:
+        proc = subprocess.run([sys.executable, "-m", "pipeline", "export", *args, "--out", str(tmp_path / "m.ts")],
+                              check=False, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize("bundle", ["unetpp_ct_segmentation", "unetpp_mri_segmentation"])
@@ -183,12 +183,12 @@ def test_device_rules():
     with pytest.raises(PipelineError, match="'cuda' requested but CUDA is not available"):
         resolve_device("cuda")
     with pytest.raises(PipelineError, match="half precision export needs --device cuda"):
-        export_torchscript(UNetPlusPlus(3, 1, 2, features=SMALL), "x.ts", {}, half=True)
+        export_torchscript(UNetPlusPlus(3, 1, 2, features=SMALL), "x.ts", CARD, half=True)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: fp16 export runs only on CUDA")
 def test_half_export_on_cuda(tmp_path):
     net = UNetPlusPlus(3, 1, 2, features=SMALL)
-    result = export_torchscript(net, tmp_path / "h.ts", {"inference": {"roi_size": [32, 32, 32]}}, device="cuda",
+    result = export_torchscript(net, tmp_path / "h.ts", CARD.replace(labels={"0": "bg", "1": "a"}), device="cuda",
                                 half=True)
-    assert result.metadata["precision"] == "fp16" and result.max_abs_diff < 1e-2
+    assert result.card.export.precision == "fp16" and result.max_abs_diff < 1e-2

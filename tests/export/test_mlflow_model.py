@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.export import model_signature, save_mlflow_model
+from pipeline.deploy import card_from_dict
+from pipeline.export.mlflow_model import model_signature, save_mlflow_model
 from pipeline.io import read_image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,18 +48,24 @@ def test_folder_and_signature(pyfunc):
     assert signature.inputs.to_dict()[0]["tensor-spec"]["dtype"] == "float32"
     assert {p.name: p.default for p in signature.params} == {"spacing": [1.0, 1.0, 1.0], "affine": [],
                                                              "tta": False}
-    assert model.metadata.metadata["labels"] == {"0": "background", "1": "anterior", "2": "posterior"}
+    card = model.metadata.metadata["model_card"]
+    assert card["labels"] == {"0": "background", "1": "anterior", "2": "posterior"} and card["card_version"] == 3
+
+
+def _card(network, inference=None, preprocessing=()):
+    return card_from_dict({"card_version": 3, "labels": {"0": "bg", "1": "a"}, "network": network,
+                           "inference": inference or {}, "preprocessing": list(preprocessing)}, "test card")
 
 
 def test_signature_follows_channels_and_dimensions():
-    two = model_signature({"network": {"spatial_dims": 3, "in_channels": 2},
-                           "preprocessing": {"target_spacing": [0.7, 0.7, 2.8]}})
+    two = model_signature(_card({"spatial_dims": 3, "in_channels": 2},
+                                preprocessing=[{"kind": "resample", "pixdim": [0.7, 0.7, 2.8]}]))
     assert list(two.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, -1, -1, 2]
     assert list(two.outputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, -1, -1]
     assert next(p.default for p in two.params if p.name == "spacing") == [0.7, 0.7, 2.8]
-    flat = model_signature({"network": {"spatial_dims": 2, "in_channels": 1}})
+    flat = model_signature(_card({"spatial_dims": 2, "in_channels": 1}))
     assert list(flat.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, -1]
-    slices = model_signature({"network": {"spatial_dims": 2, "in_channels": 1}, "inference": {"kind": "slice"}})
+    slices = model_signature(_card({"spatial_dims": 2, "in_channels": 1}, {"kind": "slice"}))
     assert list(slices.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, -1, -1], "2D net, 3D volumes"
 
 

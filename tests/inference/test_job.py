@@ -16,8 +16,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from pipeline.deploy.device import native_bf16
 from pipeline.inference import output_names, parse_shard, segment, select_shard
-from pipeline.inference.predictor import native_bf16
 from pipeline.io import read_header, read_image, write_image
 
 
@@ -195,11 +195,11 @@ def test_the_job_does_not_import_monai(tmp_path, mri_dataset, exported):
 
 
 def test_two_channel_cases_as_4d_files_nnunet_files_and_csv_rows(tmp_path, two_channel):
-    from pipeline.export import load_torchscript
+    from pipeline.deploy import load_torchscript
 
-    _, meta = load_torchscript(two_channel["model"])
-    assert meta["network"]["in_channels"] == 2 and meta["channels"] == ["T1", "T2"]
-    assert [s["kind"] for s in meta["preprocessing"]["steps"]] == ["orient", "resample", "normalize"]
+    _, card = load_torchscript(two_channel["model"])
+    assert card.network.in_channels == 2 and card.channels == ("T1", "T2")
+    assert [s["kind"] for s in card.preprocessing] == ["orient", "resample", "normalize"]
     results = {}
     for layout in ("msd", "nnunet", "csv"):
         source = two_channel[layout] / "imagesTr" if layout != "csv" else two_channel[layout]

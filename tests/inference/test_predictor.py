@@ -4,13 +4,16 @@ import pytest
 import torch
 from monai.inferers import sliding_window_inference
 
+from pipeline.deploy import ExportRecord, card_from_dict
+from pipeline.deploy.device import autocast_dtype, native_bf16
 from pipeline.errors import PipelineError
 from pipeline.inference import Predictor
-from pipeline.inference.predictor import autocast_dtype, native_bf16
 from pipeline.networks import UNetPlusPlus
 
-META = {"inference": {"kind": "sliding_window", "roi_size": [32, 32, 32], "overlap": 0.5, "mode": "gaussian",
-                      "sigma_scale": 0.125}, "network": {"depth": 4}}
+META = card_from_dict({"card_version": 3, "labels": {"0": "background", "1": "a", "2": "b"},
+                       "inference": {"kind": "sliding_window", "roi_size": [32, 32, 32], "overlap": 0.5,
+                                     "mode": "gaussian", "sigma_scale": 0.125},
+                       "network": {"depth": 4, "out_channels": 3}}, "test card")
 
 
 def _net():
@@ -56,7 +59,7 @@ def test_mirroring_tta_averages_all_flips():
 @pytest.mark.parametrize("mirror_axes, flips", [([0], [(), (2,)]), ([0, 2], [(), (2,), (4,), (2, 4)]), ([], [()])])
 def test_tta_mirrors_only_the_axes_the_model_was_trained_to_mirror(mirror_axes, flips):
     net, x = _net(), torch.randn(1, 1, 32, 32, 32)
-    meta = {**META, "inference": {**META["inference"], "mirror_axes": mirror_axes}}
+    meta = META.replace(inference={"mirror_axes": tuple(mirror_axes)})
     plain = Predictor(net, META, device="cpu", precision="fp32")
     expected = sum(torch.flip(plain(torch.flip(x, f)), f) if f else plain(x) for f in flips) / len(flips)
     got = Predictor(net, meta, device="cpu", tta=True, precision="fp32")(x)
@@ -69,7 +72,7 @@ def test_device_errors_without_cuda():
     with pytest.raises(PipelineError, match="CUDA is not available"):
         Predictor(_net(), META, device="cuda")
     with pytest.raises(ValueError, match="exported in fp16 for CUDA"):
-        Predictor(_net(), {**META, "precision": "fp16"}, device="cpu")
+        Predictor(_net(), META.replace(export=ExportRecord(precision="fp16", device="cuda")), device="cpu")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: AMP, pinned memory and fp16 paths")
@@ -78,6 +81,16 @@ def test_cuda_amp_matches_fp32():
     cpu = Predictor(net, META, device="cpu", precision="fp32")(x)
     gpu = Predictor(_net(), META, device="cuda")(x)
     assert gpu.device.type == "cpu" and (gpu - cpu).abs().max() < 2e-2
+
+
+def test_the_card_decides_what_arguments_leave_open():
+    card = META.replace(inference={"overlap": 0.25, "sw_batch_size": 2, "level": 3})
+    predictor = Predictor(torch.jit.script(_net()), card, device="cpu", precision="fp32")
+    assert (predictor.overlap, predictor.sw_batch_size, predictor.level, predictor.roi_size) == (0.25, 2, 4, [32] * 3), \
+        "the scripted module's own level (the export sets it from the card) wins over the card's"
+    assert Predictor(_net(), card, device="cpu", overlap=0.5, sw_batch_size=1).overlap == 0.5
+    with pytest.raises(ValueError, match="records no window size"):
+        Predictor(_net(), META.replace(inference={"roi_size": ()}), device="cpu")
 
 
 def test_precision_choice_per_device(tmp_path):

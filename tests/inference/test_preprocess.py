@@ -8,7 +8,7 @@ import torch
 from monai.bundle import ConfigParser
 from monai.transforms import Compose, Invertd
 
-from pipeline.export import load_torchscript
+from pipeline.deploy import card_from_dict, load_torchscript
 from pipeline.inference import Preprocessor
 from pipeline.io import read_image
 
@@ -61,10 +61,10 @@ def test_real_ct_and_dicom_match_the_ct_bundle_chain(ct_mr_examples, exported):
 
 
 def test_zscore_window_and_crop_rules():
-    meta = {"preprocessing": {"steps": [{"kind": "crop_foreground", "threshold": 0.5, "margin": 1},
-                                        {"kind": "zscore", "nonzero": True, "channel_wise": True},
-                                        {"kind": "window", "a_min": -1.0, "a_max": 1.0, "b_min": 0.0, "b_max": 1.0,
-                                         "clip": True}]}}
+    meta = card_from_dict({"card_version": 3, "labels": {"0": "background", "1": "a"}, "preprocessing": [
+        {"kind": "crop_foreground", "threshold": 0.5, "margin": 1},
+        {"kind": "zscore", "nonzero": True, "channel_wise": True},
+        {"kind": "window", "a_min": -1.0, "a_max": 1.0, "b_min": 0.0, "b_max": 1.0, "clip": True}]}, "test card")
     array = np.zeros((10, 9, 8), np.float32)
     array[3:6, 2:4, 4:7] = np.arange(18).reshape(3, 2, 3) + 1
     image, state = Preprocessor(meta)(array, np.eye(4))
@@ -78,4 +78,5 @@ def test_zscore_window_and_crop_rules():
 
 def test_unknown_step_is_named():
     with pytest.raises(ValueError, match="unknown preprocessing step 'denoise'"):
-        Preprocessor({"preprocessing": {"steps": [{"kind": "denoise"}]}})
+        Preprocessor(card_from_dict({"card_version": 3, "labels": {"0": "background"},
+                                     "preprocessing": [{"kind": "denoise"}]}, "test card"))

@@ -33,17 +33,20 @@ def test_equals_monai_sliding_window_inference(shape, roi, overlap, batch):
 
 
 def test_slice_predictor_equals_monai_slice_inferer():
+    from pipeline.deploy import card_from_dict
     from pipeline.inference import Predictor
 
     torch.manual_seed(0)
     net2d = UNetPlusPlus(2, 1, 3, features=(4, 4, 8, 8, 16, 4)).eval()
     x = torch.randn(1, 1, 40, 36, 6)
-    meta = {"inference": {"kind": "slice", "roi_size": [32, 32], "overlap": 0.25, "mode": "gaussian",
-                          "sigma_scale": 0.125, "spatial_dim": 2}, "network": {"depth": 4}}
+    meta = card_from_dict({"card_version": 3, "labels": {"0": "background", "1": "a", "2": "b"},
+                           "inference": {"kind": "slice", "roi_size": [32, 32], "overlap": 0.25, "mode": "gaussian",
+                                         "sigma_scale": 0.125, "spatial_dim": 2, "sw_batch_size": 2},
+                           "network": {"depth": 4, "spatial_dims": 2, "out_channels": 3}}, "test card")
     with torch.inference_mode():
         expected = torch.softmax(SliceInferer(roi_size=[32, 32], sw_batch_size=2, overlap=0.25, mode="gaussian",
                                               spatial_dim=2)(x, net2d), 1)
-    got = Predictor(net2d, meta, device="cpu", sw_batch_size=2, precision="fp32")(x)
+    got = Predictor(net2d, meta, device="cpu", precision="fp32")(x)  # the card's sw_batch_size
     assert torch.allclose(got, expected, atol=1e-5)
 
 

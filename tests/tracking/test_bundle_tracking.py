@@ -100,8 +100,9 @@ def test_artifacts_and_registered_model(trained):
     model_files = {a.path for a in client.list_artifacts(run_id, "model")}
     assert {"model/MLmodel", "model/artifacts", "model/code", "model/requirements.txt"} <= model_files
     assert {a.path for a in client.list_artifacts(run_id, "model/artifacts")} == {"model/artifacts/model.ts",
-                                                                                   "model/artifacts/metadata.json"}
-    assert [a.path for a in client.list_artifacts(run_id, "checkpoints")] == ["checkpoints/model.pt"]
+                                                                                   "model/artifacts/model_card.json"}
+    assert sorted(a.path for a in client.list_artifacts(run_id, "checkpoints")) == ["checkpoints/model.pt",
+                                                                                    "checkpoints/model_card.json"]
     qc = [a.path for a in client.list_artifacts(run_id, "qc")]
     assert qc and all(p.startswith("qc/epoch_") for p in qc)
     pngs = client.list_artifacts(run_id, qc[0])
@@ -145,6 +146,59 @@ def test_registered_model_loads_by_alias_and_segments(trained, mlflow_server, mr
     assert np.array_equal(labels, read_image(written).array.astype(np.uint8))
     with pytest.raises(Exception, match="does not match expected shape"):  # the signature guards the input
         model.predict(np.zeros((4, 4, 4, 2), np.float32))
+
+
+def _torchscript_content(path):
+    """A TorchScript file's members, with each code file's lines sorted: TorchScript writes a module's constants in
+    the order of a Python set, which differs between processes (PYTHONHASHSEED); everything else is compared as is."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        return {name.split("/", 1)[1]: sorted(archive.read(name).splitlines()) if name.endswith(".py") else
+                archive.read(name) for name in archive.namelist()
+                if not name.endswith(("serialization_id", ".debug_pkl"))}
+
+
+def test_the_registered_model_is_what_pipeline_export_writes(trained, mlflow_server, mri_dataset, tmp_path,
+                                                              monkeypatch):
+    """One writer: the registered MLflow model, the end-of-training export and `pipeline export --checkpoint` are
+    the same file with the same card, and give the same label maps with and without mirroring TTA."""
+    import numpy as np
+
+    from pipeline.deploy import file_sha256, load_torchscript, read_card
+    from pipeline.io import read_image
+
+    client, run, root, _ = trained
+    ours = tmp_path / "ours.ts"
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "export", "--checkpoint", str(root / "models/model.pt"),
+                           "--out", str(ours)], check=False, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (version,) = [v for v in client.search_model_versions(f"name='{BUNDLE}'") if v.run_id == run.info.run_id]
+    registered = Path(client.download_artifacts(run.info.run_id, "model/artifacts/model.ts", str(tmp_path / "dl")))
+    files = {"registered": registered, "end of training": root / "models/export/model.ts", "pipeline export": ours}
+    assert file_sha256(registered) == file_sha256(root / "models/export/model.ts"), "the training's own export"
+    assert _torchscript_content(ours) == _torchscript_content(registered), "same weights, card and code"
+    cards = {name: load_torchscript(path)[1] for name, path in files.items()}
+    trained_card = read_card(root / "models/model_card.json")
+    for card in cards.values():
+        assert card.to_dict() == cards["pipeline export"].to_dict()
+        assert card.inference.mirror_axes == (0,) and card.modality == "MR" and card.channels == ("T1",)
+        assert card.training == trained_card.training and card.level == trained_card.level
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+    model = mlflow.pyfunc.load_model(f"models:/{BUNDLE}/{version.version}")
+    assert model.metadata.metadata["model_card"] == cards["registered"].to_dict()
+    case = min((mri_dataset / "imagesTr").glob("*.nii.gz"))
+    image = read_image(case)
+    for tta in (False, True):
+        labels = model.predict(np.asarray(image.array, np.float32),
+                               params={"affine": image.geometry.affine.ravel().tolist(), "tta": tta})
+        out = tmp_path / f"seg_tta_{tta}"
+        proc = subprocess.run([sys.executable, "-m", "pipeline", "segment", "--model", str(ours), "--input",
+                               str(case), "--output", str(out), "--device", "cpu", *(["--tta"] if tta else [])],
+                              check=False, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (written,) = list(out.rglob("*.nii.gz"))
+        assert np.array_equal(labels, read_image(written).array.astype(np.uint8)), f"tta={tta}"
 
 
 def test_resume_continues_the_same_run(trained, mri_dataset, mlflow_server):

@@ -11,8 +11,9 @@ import torch
 from monai.inferers import SimpleInferer
 from monai.metrics import compute_dice
 
+from pipeline.deploy import card_from_dict, card_path, file_sha256, read_card, resolve_level, write_card
 from pipeline.networks import UNetPlusPlus
-from pipeline.training import LevelSelection, choose_level, chosen_level, resolve_level
+from pipeline.training import LevelSelection, choose_level
 from pipeline.training.levels import score_levels
 
 FEATURES = (4, 4, 8, 8, 16, 4)
@@ -34,36 +35,6 @@ def test_bad_rule_input():
         choose_level({}, 0.0)
     with pytest.raises(ValueError, match="tolerance must be >= 0, got -0.1"):
         choose_level({1: 0.5}, -0.1)
-
-
-def _record(folder, chosen, sha):
-    (folder / "levels.json").write_text(json.dumps({"model": "model.pt", "model_sha256": sha, "chosen": chosen}))
-
-
-def test_resolve_level_reads_the_record_of_this_model_only(tmp_path, caplog):
-    from pipeline.inference.outputs import file_sha256
-
-    model = tmp_path / "model.pt"
-    model.write_bytes(b"weights")
-    assert resolve_level("auto", model, 4) == 4, "no record: the full network"
-    _record(tmp_path, 3, file_sha256(model))
-    assert chosen_level(model) == 3 and resolve_level("auto", model, 4) == 3 and resolve_level("AUTO", model, 4) == 3
-    assert resolve_level(2, model, 4) == 2, "a number fixes the level"
-    model.write_bytes(b"retrained")
-    with caplog.at_level(logging.INFO, logger="pipeline.training.levels"):
-        assert resolve_level("auto", model, 4) == 4
-    assert "belongs to another model" in caplog.text
-    (tmp_path / "levels.json").write_text("{not json")
-    with caplog.at_level(logging.WARNING, logger="pipeline.training.levels"):
-        assert resolve_level("auto", model, 4) == 4
-    assert "ignoring" in caplog.text
-
-
-@pytest.mark.parametrize("value, match", [("best", "'auto' or a level between 1 and 4, got 'best'"),
-                                          (5, "got 5"), (0, "got 0"), (True, "got True")])
-def test_resolve_level_names_bad_values(value, match):
-    with pytest.raises(ValueError, match=match):
-        resolve_level(value, None, 4)
 
 
 def _cases(count=3, shape=(32, 32, 16)):
@@ -95,12 +66,19 @@ def test_score_levels_matches_monai_dice_and_restores_the_network():
     assert scores[3] == pytest.approx(expected.tolist(), abs=1e-6)
 
 
-def test_level_selection_records_the_choice_for_the_best_model(tmp_path):
-    from pipeline.inference.outputs import file_sha256
+def _card(net, sha, rule="auto", level=None):
+    return card_from_dict({"card_version": 3, "labels": {"0": "bg", "1": "a", "2": "b"},
+                           "network": {"depth": 4, "out_channels": 3}, "inference": {"level": level},
+                           "training": {"checkpoint_sha256": sha, "level_choice": {"rule": rule}}}, "test card")
 
+
+@pytest.mark.parametrize("rule", ["auto", "fixed"])
+def test_level_selection_records_the_choice_for_the_best_model(tmp_path, rule):
     torch.manual_seed(0)
     net = UNetPlusPlus(3, 1, 3, features=FEATURES, deep_supervision=True)
     torch.save(net.state_dict(), tmp_path / "model.pt")
+    write_card(_card(net, file_sha256(tmp_path / "model.pt"), rule, None if rule == "auto" else 1),
+               card_path(tmp_path / "model.pt"))
     with torch.no_grad():  # the training's last weights differ from the best model's: the record is the best's
         for p in net.parameters():
             p.add_(1.0)
@@ -117,8 +95,25 @@ def test_level_selection_records_the_choice_for_the_best_model(tmp_path):
     assert set(record["levels"]["1"]["dice"]) == {"a", "b"}
     assert record["chosen"] == choose_level(means, 0.01) and record["tolerance"] == 0.01
     assert record["model_sha256"] == file_sha256(tmp_path / "model.pt")
-    assert resolve_level("auto", tmp_path / "model.pt", 4) == record["chosen"]
+    card = read_card(card_path(tmp_path / "model.pt"))
+    assert card.training.level_choice["mean_dice"] == pytest.approx({str(k): v for k, v in means.items()})
+    if rule == "auto":
+        assert card.level == record["chosen"] and resolve_level("auto", tmp_path / "model.pt", 4) == record["chosen"]
+    else:
+        assert card.level == 1 and card.training.level_choice["rule"] == "fixed", "a fixed deploy_level is kept"
     assert next(net.parameters()).requires_grad, "the training network is untouched"
+
+
+def test_level_selection_without_a_card_of_this_model_leaves_cards_alone(tmp_path, caplog):
+    torch.manual_seed(0)
+    net = UNetPlusPlus(3, 1, 3, features=FEATURES, deep_supervision=True)
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    write_card(_card(net, "0" * 64), card_path(tmp_path / "model.pt"))  # another model's card
+    validator = SimpleNamespace(data_loader=_cases(1), inferer=SimpleInferer(), state=SimpleNamespace(device="cpu"))
+    with caplog.at_level(logging.WARNING):
+        LevelSelection(validator, net, tmp_path, num_classes=3)(SimpleNamespace())
+    assert (tmp_path / "levels.json").is_file() and read_card(card_path(tmp_path / "model.pt")).level == 4
+    assert "has no model card of its own" in caplog.text
 
 
 def test_level_selection_without_a_best_model_writes_nothing(tmp_path):

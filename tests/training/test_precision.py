@@ -21,7 +21,7 @@ from pipeline.training import AutocastInferer, prepare_network, training_autocas
     ("cuda", "fp32", True, None),
 ])
 def test_training_autocast_rules(monkeypatch, device, choice, native, expected):
-    monkeypatch.setattr("pipeline.inference.predictor.native_bf16", lambda: native)
+    monkeypatch.setattr("pipeline.deploy.device.native_bf16", lambda: native)
     assert training_autocast(device, choice) == expected
 
 

@@ -1,0 +1,48 @@
+"""The deploy core: everything a trained model needs to be deployed, without MONAI.
+
+It owns the model card (:mod:`~pipeline.deploy.card`, its rules in :mod:`~pipeline.deploy.validate`), the card read
+off the training's objects (:mod:`~pipeline.deploy.describe`), the preprocessing step registry
+(:mod:`~pipeline.deploy.steps`, with the intensity schemes and the foreground test it shares with training), the
+deployment level (:mod:`~pipeline.deploy.levels`), the model files (:mod:`~pipeline.deploy.files`) and the choice of
+device and precision (:mod:`~pipeline.deploy.device`). Training, export, inference and tracking import it; it imports
+none of them (``make lint`` checks the layering with import-linter: ``[tool.importlinter]`` in pyproject.toml).
+"""
+
+from __future__ import annotations
+
+from pipeline.deploy.card import (
+    CARD_FILE,
+    CARD_VERSION,
+    CardError,
+    ExportRecord,
+    InferenceSettings,
+    ModelCard,
+    NetworkSpec,
+    TrainingRecord,
+    card_from_dict,
+    parse_card,
+)
+from pipeline.deploy.describe import describe_inferer, describe_model, describe_network, mirror_axes, network_inputs
+from pipeline.deploy.device import PRECISIONS, autocast_dtype, native_bf16, precision_name, resolve_device
+from pipeline.deploy.files import (
+    card_path,
+    file_sha256,
+    find_card,
+    load_network_weights,
+    load_torchscript,
+    read_card,
+    write_card,
+)
+from pipeline.deploy.foreground import ForegroundThreshold
+from pipeline.deploy.intensity import check_schemes, normalize_channels
+from pipeline.deploy.levels import card_level, chosen_level, resolve_level
+from pipeline.deploy.steps import STEPS, Step, build_steps, describe_transforms, resample_axes
+
+__all__ = [
+    "CARD_FILE", "CARD_VERSION", "PRECISIONS", "STEPS", "CardError", "ExportRecord", "ForegroundThreshold",
+    "InferenceSettings", "ModelCard", "NetworkSpec", "Step", "TrainingRecord", "autocast_dtype", "build_steps",
+    "card_from_dict", "card_level", "card_path", "check_schemes", "chosen_level", "describe_inferer", "describe_model",
+    "describe_network", "describe_transforms", "file_sha256", "find_card", "load_network_weights",
+    "load_torchscript", "mirror_axes", "native_bf16", "network_inputs", "normalize_channels", "parse_card",
+    "precision_name", "read_card", "resample_axes", "resolve_device", "resolve_level", "write_card",
+]

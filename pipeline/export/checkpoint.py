@@ -1,0 +1,103 @@
+"""Export a trained checkpoint with its model card: ``pipeline export --checkpoint model.pt`` and the export at the
+end of a training are this one function, so the two give the same file.
+
+The card beside the checkpoint (``model_card.json``, written by the trainer) says which network to build, how to
+preprocess, which labels and which level; nothing is read from a bundle config. A checkpoint other than the one the
+card describes (``checkpoint_latest.pt``, or a replaced ``model.pt``) is exported with the card's settings but
+without the best model's validation record or the level chosen for it (the full network then).
+
+Example:
+    >>> result = export_checkpoint("runs/ct/models/model.pt", "ct.ts")           # doctest: +SKIP
+    >>> result.card.inference.level                                               # doctest: +SKIP
+    2
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from pipeline.deploy.card import ModelCard
+from pipeline.deploy.files import card_path, file_sha256, find_card, load_network_weights
+from pipeline.deploy.levels import card_level
+from pipeline.errors import PipelineError
+from pipeline.export.network import build_network
+from pipeline.export.torchscript import ExportResult, export_torchscript
+
+__all__ = ["card_for_checkpoint", "export_checkpoint", "export_model"]
+
+logger = logging.getLogger(__name__)
+
+
+def card_for_checkpoint(card: ModelCard, checkpoint: str | os.PathLike) -> ModelCard:
+    """``card`` as it holds for ``checkpoint``: unchanged for the checkpoint it describes; for another one, its
+    SHA-256 with no validation record and the level :func:`~pipeline.deploy.levels.card_level` gives it.
+
+    Args:
+        card: the training's card.
+        checkpoint: the weights being exported.
+    """
+    sha = file_sha256(checkpoint)
+    if card.training.checkpoint_sha256 == sha:
+        return card
+    if card.training.checkpoint_sha256:
+        logger.info("%s is not the checkpoint the model card describes: its validation record is left out",
+                    checkpoint)
+    return card.replace(training={"checkpoint_sha256": sha, "validation": {}},
+                        inference={"level": card_level(card, checkpoint)})
+
+
+def export_model(network: torch.nn.Module, card: ModelCard, checkpoint: str | os.PathLike, out: str | os.PathLike,
+                 level: int | None = None, device: str = "cpu", half: bool = False) -> ExportResult:
+    """Load ``checkpoint`` into ``network`` and export it with ``card`` (for that checkpoint) to ``out``.
+
+    Args:
+        network: the network ``card`` describes (random weights are fine: the checkpoint replaces them).
+        card: the model card.
+        checkpoint: ``model.pt`` or ``checkpoint_latest.pt``.
+        out: the ``.ts`` file to write.
+        level: UNet++ level; None deploys the card's. Defaults to None.
+        device: ``cpu`` or ``cuda[:N]``. Defaults to ``"cpu"``.
+        half: fp16 weights (CUDA only). Defaults to False.
+
+    Raises:
+        PipelineError: unreadable or mismatching weights, a bad level, or the export's own errors.
+    """
+    load_network_weights(network, checkpoint)
+    card = card_for_checkpoint(card, checkpoint)
+    depth = int(card.network.depth or 1)
+    if level is not None and not 1 <= int(level) <= depth:
+        raise PipelineError(f"--level must be between 1 and the network's depth {depth}, got {level}")
+    chosen = int(level) if level is not None else card.level
+    result = export_torchscript(network, out, card, level=chosen if card.network.depth else None, device=device,
+                                half=half)
+    logger.info("exported %s (level %s) to %s", checkpoint, chosen, result.path)
+    return result
+
+
+def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, level: int | None = None,
+                      device: str = "cpu", half: bool = False) -> ExportResult:
+    """Export ``checkpoint`` with the model card beside it (see the module docstring).
+
+    Args:
+        checkpoint: ``models/model.pt`` (or ``models/checkpoint_latest.pt``) of a training.
+        out: the ``.ts`` file to write.
+        level: UNet++ level; None deploys the card's. Defaults to None.
+        device: ``cpu`` or ``cuda[:N]``. Defaults to ``"cpu"``.
+        half: fp16 weights (CUDA only). Defaults to False.
+
+    Raises:
+        PipelineError: no card beside the checkpoint (one line saying what to pass instead), or any error of
+            :func:`export_model`.
+    """
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise PipelineError(f"checkpoint '{path}' does not exist")
+    card = find_card(path)
+    if card is None:
+        raise PipelineError(f"'{path}' has no model card beside it ({card_path(path).name}; a training by this "
+                            "pipeline writes one): pass --bundle with the --config/--set the training used")
+    return export_model(build_network(card.network), card, path, out, level=level, device=device, half=half)

@@ -1,0 +1,51 @@
+"""``deploy_level`` resolved in one place: a number fixes it, ``auto`` is the card's choice for its own checkpoint."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from pipeline.deploy import (
+    CardError,
+    card_from_dict,
+    card_level,
+    card_path,
+    chosen_level,
+    file_sha256,
+    resolve_level,
+    write_card,
+)
+
+
+def _card(level, sha, rule="auto"):
+    return card_from_dict({"card_version": 3, "labels": {"0": "bg", "1": "a"}, "network": {"depth": 4},
+                           "inference": {"level": level}, "training": {"checkpoint_sha256": sha,
+                                                                       "level_choice": {"rule": rule}}}, "t")
+
+
+def test_auto_reads_the_card_of_this_checkpoint_only(tmp_path, caplog):
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"weights")
+    assert resolve_level("auto", model, 4) == 4 and chosen_level(model) is None, "no card: the full network"
+    write_card(_card(3, file_sha256(model)), card_path(model))
+    assert chosen_level(model) == 3 and resolve_level("auto", model, 4) == 3 and resolve_level("AUTO", model, 4) == 3
+    assert resolve_level(2, model, 4) == 2, "a number fixes the level"
+    model.write_bytes(b"retrained")
+    with caplog.at_level(logging.INFO, logger="pipeline.deploy.levels"):
+        assert resolve_level("auto", model, 4) == 4
+    assert "chosen for another checkpoint" in caplog.text
+    write_card(_card(2, "0" * 64, rule="fixed"), card_path(model))
+    assert card_level(_card(2, "0" * 64, rule="fixed"), model) == 2, "a fixed level holds for any checkpoint"
+    card_path(model).write_text("{not json")
+    with pytest.raises(ValueError, match="model_card.json': the model card must be valid JSON"):
+        resolve_level("auto", model, 4)
+    with pytest.raises(CardError):
+        chosen_level(model)
+
+
+@pytest.mark.parametrize("value, match", [("best", "'auto' or a level between 1 and 4, got 'best'"),
+                                          (5, "got 5"), (0, "got 0"), (True, "got True")])
+def test_resolve_level_names_bad_values(value, match):
+    with pytest.raises(ValueError, match=match):
+        resolve_level(value, None, 4)
