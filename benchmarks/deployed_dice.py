@@ -8,8 +8,9 @@ the bundle's own validation (``eval/validation``) scores the same cases at the t
     .venv/bin/python benchmarks/deployed_dice.py --bundle_root runs/hippo [--settings L2 L3 L4 L4+tta]
         [--dataset_dir ../shared/data/hippocampus] [--config plan.json] [--device cpu|cuda]
 
-A setting is ``L<level>``, ``auto`` (the level recorded in ``models/levels.json``, else the full network), with
-``+tta`` for mirroring. The validation cases are fold 0 of ``<bundle_root>/models/splits.json``.
+A setting is ``L<level>``, ``auto`` (the level the model card records, else the full network), with ``+tta`` for
+mirroring. The validation cases and labels are the model card's (``models/model_card.json``); a run trained before the
+card uses fold 0 of ``<bundle_root>/models/splits.json`` and is exported with ``--bundle``/``--config``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
 from _common import add_trained_bundle_arguments, machine, write_json
+
+from pipeline.deploy import find_card
 
 
 def _run(cmd: list[str]) -> float:
@@ -65,8 +68,12 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     root, dataset = Path(args.bundle_root).resolve(), Path(args.dataset_dir).resolve()
-    names = json.loads((root / "models/splits.json").read_text())["folds"][0]["val"]
-    labels = json.loads((dataset / "dataset.json").read_text())["labels"]
+    card = find_card(root / "models/model.pt")
+    if card is not None:
+        names, labels = list(card.training.dataset.get("val", [])), dict(card.labels)
+    else:
+        names = json.loads((root / "models/splits.json").read_text())["folds"][0]["val"]
+        labels = json.loads((dataset / "dataset.json").read_text())["labels"]
     py = [sys.executable, "-m", "pipeline"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -77,8 +84,8 @@ def main() -> None:
             os.symlink(dataset / "imagesTr" / f"{name}.nii.gz", inputs / f"{name}.nii.gz")
         model = tmp / "model.ts"
         config = ["--config", "train", *[str(Path(c).resolve()) for c in args.config]] if args.config else []
-        _run([*py, "export", "--bundle", args.bundle, "--checkpoint", str(root / "models/model.pt"),
-              "--out", str(model), *config])
+        without_card = [] if card is not None else ["--bundle", args.bundle, *config]
+        _run([*py, "export", "--checkpoint", str(root / "models/model.pt"), "--out", str(model), *without_card])
         for setting in args.settings:
             level, _, tta = setting.partition("+")
             out = tmp / setting.replace("+", "_")

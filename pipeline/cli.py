@@ -303,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_plan)
 
-    p = sub.add_parser("export", help="export a trained checkpoint to TorchScript (model card embedded, parity-checked)")
+    p = sub.add_parser("export", help="export a trained checkpoint to TorchScript (model card embedded, "
+                       "parity-checked)")
     p.add_argument("--checkpoint", required=True, help="models/model.pt (best) or models/checkpoint_latest.pt; the "
                    "model card beside it (models/model_card.json) says how it was trained")
     p.add_argument("--out", required=True, help="TorchScript file to write (e.g. model.ts)")
@@ -360,14 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_sync_configs(args: argparse.Namespace) -> int:
-    from pipeline.zoo import bundle_definition, generate_bundle_configs, sync_inference_config
+    from pipeline.zoo import sync_bundle
 
     folder = _bundle_dir(args.bundle)
-    shipped = folder.resolve().parent.name == "bundles" and bundle_definition(folder.name) is not None
-    if shipped:
-        changed, what = generate_bundle_configs(folder.name, folder.parent, check=args.check), "configs/bundles"
-    else:
-        changed, what = sync_inference_config(folder, check=args.check), "train.json"
+    changed, what = sync_bundle(folder, check=args.check)
     if changed and args.check:
         print(f"{folder.name}: differs from {what} in: {', '.join(changed)} "
               f"(run `python -m pipeline sync-configs {args.bundle}`)")

@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import os
 from pathlib import Path
 
 import numpy as np
@@ -144,9 +143,12 @@ def _replace_split(path: Path, old: dict, items: list[dict], num_folds: int, see
     old_fp = old.get("cases_sha256") or cases_fingerprint(
         [c for f in old["folds"] for part in ("train", "val") for c in f[part]])
     kept = path.with_name(f"{path.stem}.{old_fp[:12]}{path.suffix}")
-    try:
-        os.replace(path, kept)
-    except FileNotFoundError:  # another rank of the same training moved it first
+    try:  # DDP ranks race here: the first keeps the old split, later ones find the new one (the same) in place
+        if split_mismatch(load_splits(path), [i["case"] for i in items], num_folds) is None:
+            return load_splits(path)
+        if not kept.exists():
+            os.replace(path, kept)
+    except (FileNotFoundError, DatasetError):
         pass
     save_splits(splits, path)
     logger.warning("%s was made for another dataset (%s): new %d-fold split (seed %d) of these %d cases saved in its "

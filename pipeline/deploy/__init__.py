@@ -35,14 +35,14 @@ from pipeline.deploy.files import (
 )
 from pipeline.deploy.foreground import ForegroundThreshold
 from pipeline.deploy.intensity import check_schemes, normalize_channels
-from pipeline.deploy.levels import card_level, chosen_level, resolve_level
+from pipeline.deploy.levels import LEVELS_FILE, card_level, chosen_level, resolve_level
 from pipeline.deploy.steps import STEPS, Step, build_steps, describe_transforms, resample_axes
 
 __all__ = [
-    "CARD_FILE", "CARD_VERSION", "PRECISIONS", "STEPS", "CardError", "ExportRecord", "ForegroundThreshold",
-    "InferenceSettings", "ModelCard", "NetworkSpec", "Step", "TrainingRecord", "autocast_dtype", "build_steps",
-    "card_from_dict", "card_level", "card_path", "check_schemes", "chosen_level", "describe_inferer", "describe_model",
-    "describe_network", "describe_transforms", "file_sha256", "find_card", "load_network_weights",
+    "CARD_FILE", "CARD_VERSION", "LEVELS_FILE", "PRECISIONS", "STEPS", "CardError", "ExportRecord",
+    "ForegroundThreshold", "InferenceSettings", "ModelCard", "NetworkSpec", "Step", "TrainingRecord", "autocast_dtype",
+    "build_steps", "card_from_dict", "card_level", "card_path", "check_schemes", "chosen_level", "describe_inferer",
+    "describe_model", "describe_network", "describe_transforms", "file_sha256", "find_card", "load_network_weights",
     "load_torchscript", "mirror_axes", "native_bf16", "network_inputs", "normalize_channels", "parse_card",
     "precision_name", "read_card", "resample_axes", "resolve_device", "resolve_level", "write_card",
 ]

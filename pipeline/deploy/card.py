@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.deploy.steps import build_steps
 from pipeline.deploy.validate import check_card_dict, fail
 from pipeline.errors import PipelineError
 from pipeline.io.json_text import dumps_config
@@ -180,14 +181,44 @@ class ModelCard:
 
     @property
     def label_ids(self) -> dict[int, str]:
+        """Label id -> name, with whole-number ids."""
         return {int(k): str(v) for k, v in self.labels.items()}
 
     def replace(self, **changes: Any) -> ModelCard:
-        """A copy with top-level fields replaced; ``inference``/``training`` may be given as dicts of changes."""
+        """A copy with top-level fields replaced; ``inference``, ``training`` and ``network`` may be given as dicts of
+        changes to their fields.
+
+        Args:
+            changes: field name -> new value (or, for the nested records, a dict of their changed fields).
+
+        Example:
+            >>> card_from_dict({"card_version": 3, "labels": {"0": "bg"}}, "t").replace(inference={"overlap": 0.25}
+            ...                                                                         ).inference.overlap
+            0.25
+        """
         for name in ("inference", "training", "network"):
             if isinstance(changes.get(name), Mapping):
                 changes[name] = dataclasses.replace(getattr(self, name), **changes[name])
         return dataclasses.replace(self, **changes)
+
+    def shareable(self) -> ModelCard:
+        """The card as it leaves the training machine (what exports embed): the dataset's case ids and local paths are
+        dropped, since case ids are often patient identifiers; its fingerprint and the counts are kept.
+
+        Example:
+            >>> card = card_from_dict({"card_version": 3, "labels": {"0": "bg"}, "training": {"dataset": {
+            ...     "source": "/data/site_a/Task04", "train": ["p1", "p2"], "val": ["p3"]}}}, "t")
+            >>> card.shareable().training.dataset
+            {'source': 'Task04', 'num_train': 2, 'num_val': 1}
+        """
+        data = dict(self.training.dataset)
+        private = {k: data.pop(k) for k in ("train", "val") if k in data}
+        data.update({f"num_{k}": len(v) for k, v in private.items()})
+        if data.get("source"):
+            data["source"] = os.path.basename(os.path.normpath(str(data["source"])))
+        folds = {k: (os.path.basename(str(v)) if k == "splits_file" and v else v)
+                 for k, v in self.training.folds.items()}
+        return self.replace(training={"dataset": data, "folds": folds})
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON layout (``card_version`` first; keys in a fixed order, so equal cards give equal text)."""
@@ -205,6 +236,10 @@ def _migrate(meta: Mapping[str, Any]) -> dict[str, Any]:
     """The embedded metadata of exports before the card (``metadata_version`` 1 and 2) in the card's layout."""
     net, info, prep = meta.get("network") or {}, dict(meta.get("inference") or {}), meta.get("preprocessing") or {}
     labels = meta.get("labels") or {}
+    info["level"] = info.get("level") or None  # 0 meant "a network without levels"
+    if info.get("kind") == "slice" and isinstance(info.get("mirror_axes"), list):  # volume axes -> the 2D network's
+        sd = int(info.get("spatial_dim", 2))
+        info["mirror_axes"] = [a - (a > sd) for a in info["mirror_axes"] if isinstance(a, int) and a != sd]
     network = {"spatial_dims": net.get("spatial_dims") or len(info.get("roi_size") or [0, 0, 0]),
                "in_channels": net.get("in_channels") or 1, "out_channels": net.get("out_channels") or len(labels),
                "depth": net.get("depth")}
@@ -217,7 +252,10 @@ def _migrate(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _version(data: Mapping[str, Any], src: str | os.PathLike) -> dict[str, Any]:
-    if "card_version" not in data and "metadata_version" in data:
+    if "card_version" not in data and "metadata_version" not in data:
+        raise CardError(f"'{src}' holds no model card (no 'card_version'; a file of MONAI's ckpt_export holds the "
+                        "bundle's metadata.json instead): export the model with `python -m pipeline export`")
+    if "card_version" not in data:
         old = data["metadata_version"]
         if old not in (1, 2):
             raise CardError(f"'{src}': model card: metadata_version must be 1 or 2 (or a 'card_version'), got {old!r}")
@@ -255,6 +293,11 @@ def card_from_dict(data: Any, src: str | os.PathLike) -> ModelCard:
         check_card_dict(d, src)
     except ValueError as exc:
         raise CardError(str(exc)) from None
+    for index, step in enumerate(d.get("preprocessing") or []):
+        try:
+            build_steps([step])
+        except ValueError as exc:
+            raise CardError(f"'{src}': model card: preprocessing step {index}: {exc}") from None
     net, info, train = d.get("network") or {}, dict(d.get("inference") or {}), d.get("training") or {}
     info = {k: v for k, v in info.items() if k in {f.name for f in dataclasses.fields(InferenceSettings)}}
     info["roi_size"] = tuple(int(r) for r in info.get("roi_size") or ())
@@ -268,14 +311,23 @@ def card_from_dict(data: Any, src: str | os.PathLike) -> ModelCard:
         training=TrainingRecord(**{k: v for k, v in train.items()
                                    if k in {f.name for f in dataclasses.fields(TrainingRecord)}}),
         bundle=dict(d.get("bundle") or {}), versions=dict(d.get("versions") or {}),
-        export=ExportRecord(**export) if isinstance(export, Mapping) else None)
+        export=ExportRecord(**{k: str(v) for k, v in export.items() if k in ("precision", "device")})
+        if isinstance(export, Mapping) else None)
 
 
 def parse_card(text: str, src: str | os.PathLike) -> ModelCard:
     """``json.loads`` plus :func:`card_from_dict`, with the file named on bad JSON.
 
+    Args:
+        text: the card's JSON.
+        src: the file it came from (named in every message).
+
     Raises:
         CardError: not JSON, or a broken rule.
+
+    Example:
+        >>> parse_card('{"card_version": 3, "labels": {"0": "background", "1": "liver"}}', "m.json").label_ids
+        {0: 'background', 1: 'liver'}
     """
     try:
         data = json.loads(text)

@@ -65,6 +65,11 @@ def mirror_axes(transforms: Iterable[object], spatial_dims: int) -> tuple[int, .
     Args:
         transforms: the training chain (disabled transforms are not in it).
         spatial_dims: the network's spatial dimensions (a flip of every axis means these).
+
+    Example:
+        >>> from monai.transforms import RandFlipd                                        # doctest: +SKIP
+        >>> mirror_axes([RandFlipd("image", prob=0.5, spatial_axis=0)], 3)                # doctest: +SKIP
+        (0,)
     """
     axes: set[int] = set()
     for t in transforms:
@@ -91,6 +96,10 @@ def describe_network(network: torch.nn.Module, out_channels: int) -> NetworkSpec
     Args:
         network: the trained network.
         out_channels: its classes (the labels), where the network does not say.
+
+    Example:
+        >>> describe_network(UNetPlusPlus(3, 1, 3, features=(4, 4, 8, 8, 16, 4)), 3).depth  # doctest: +SKIP
+        4
     """
     net = getattr(network, "module", network)
     conv = _first_conv(net)
@@ -107,6 +116,11 @@ def network_inputs(bundle_meta: Mapping | None) -> tuple[str, list[str]]:
 
     Args:
         bundle_meta: the bundle metadata (``@_meta_``), or None.
+
+    Example:
+        >>> network_inputs({"network_data_format": {"inputs": {"image": {"modality": "MR",
+        ...                                                               "channel_def": {"0": "T1"}}}}})
+        ('MR', ['T1'])
     """
     image = ((bundle_meta or {}).get("network_data_format") or {}).get("inputs", {}).get("image", {})
     channels = [str(v) for _, v in sorted((image.get("channel_def") or {}).items(), key=lambda kv: int(kv[0]))]
@@ -160,6 +174,6 @@ def describe_model(network: torch.nn.Module, preprocessing: Iterable[object], in
         modality=str(modality if modality is not None else meta_modality),
         channels=tuple(str(c) for c in (channels if channels is not None else meta_channels)),
         training=TrainingRecord(level_choice={"rule": "fixed" if level is not None else "auto"}),
-        bundle={"name": str((bundle_meta or {}).get("name", "")), "version": str((bundle_meta or {}).get("version", ""))},
+        bundle={key: str((bundle_meta or {}).get(key, "")) for key in ("name", "version")},
         versions=_versions())
     return card_from_dict(card.to_dict(), f"the card of {card.bundle['name'] or type(network).__name__}")  # its rules

@@ -2,8 +2,9 @@
 
 ``deploy_level`` is a level (1..depth) or ``auto``. ``auto`` is the level chosen from validation at the end of the
 training (:class:`pipeline.training.levels.LevelSelection` records it in the model card as ``inference.level``), for
-the checkpoint the card describes (same SHA-256); any other checkpoint, or one without a card, deploys the full
-network. Bundle inference, ``pipeline export`` and the end-of-training export all call :func:`resolve_level`.
+the checkpoint the card describes (same SHA-256); any other checkpoint deploys the full network. A checkpoint trained
+before the card has only ``levels.json`` beside it, which is read the same way (its SHA-256 must match). Bundle
+inference (:func:`resolve_level`) and the exports (:func:`card_level`) resolve it here and nowhere else.
 
 Example:
     >>> resolve_level(2, None, 4), resolve_level("auto", None, 4)
@@ -12,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -19,23 +21,45 @@ from pathlib import Path
 from pipeline.deploy.card import CardError, ModelCard
 from pipeline.deploy.files import file_sha256, find_card
 
-__all__ = ["card_level", "chosen_level", "resolve_level"]
+__all__ = ["LEVELS_FILE", "card_level", "chosen_level", "resolve_level"]
 
 logger = logging.getLogger(__name__)
 
+#: The scores of every level beside ``model.pt`` (written by LevelSelection; the record itself before the card).
+LEVELS_FILE = "levels.json"
+
+
+def _legacy_level(checkpoint: Path) -> int | None:
+    """The level of a ``levels.json`` written for ``checkpoint`` before the card existed (same SHA-256)."""
+    try:
+        record = json.loads((checkpoint.parent / LEVELS_FILE).read_text())
+        if checkpoint.is_file() and record.get("model_sha256") == file_sha256(checkpoint):
+            return int(record["chosen"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        logger.warning("ignoring %s: %s", checkpoint.parent / LEVELS_FILE, exc)
+    return None
+
 
 def chosen_level(checkpoint: str | os.PathLike) -> int | None:
-    """The level recorded for ``checkpoint`` in the card beside it (:func:`card_level`), or None where there is no
-    card or it records no level.
+    """The level recorded for ``checkpoint`` in the card beside it (:func:`card_level`; ``levels.json`` for a model
+    trained before the card), or None where nothing records one.
 
     Args:
         checkpoint: the model file (``model.pt``).
 
     Raises:
         CardError: the card beside it breaks a rule or is newer than this pipeline.
+
+    Example:
+        >>> chosen_level("bundles/unetpp_mri_segmentation/models/model.pt")               # doctest: +SKIP
+        2
     """
     card = find_card(checkpoint)
-    if card is None or card.inference.level is None:
+    if card is None:
+        return _legacy_level(Path(checkpoint))
+    if card.inference.level is None:
         return None
     return card_level(card, checkpoint)
 
@@ -74,6 +98,10 @@ def card_level(card: ModelCard, checkpoint: str | os.PathLike | None) -> int:
     Args:
         card: the model card of the training.
         checkpoint: the weights being deployed; None: the card's own checkpoint.
+
+    Example:
+        >>> card_level(read_card("runs/ct/models/model_card.json"), "runs/ct/models/model.pt")     # doctest: +SKIP
+        2
     """
     depth = int(card.network.depth or 1)
     level = card.inference.level

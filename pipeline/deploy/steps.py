@@ -53,6 +53,8 @@ class Step:
     kind: ClassVar[str] = ""
     #: class names of the training transforms this step reproduces
     mirrors: ClassVar[tuple[str, ...]] = ()
+    #: parameters a recorded step must hold, with the types their values must have
+    required: ClassVar[tuple[tuple[str, tuple[type, ...]], ...]] = ()
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -60,6 +62,11 @@ class Step:
 
     def __init__(self, params: Mapping[str, Any]) -> None:
         self.params = {k: v for k, v in params.items() if k != "kind"}
+        for name, kinds in self.required:
+            value = self.params.get(name)
+            if not isinstance(value, kinds) or isinstance(value, bool):
+                raise ValueError(f"preprocessing step '{self.kind}' needs '{name}' as "
+                                 f"{' or '.join(k.__name__ for k in kinds)}, got {value!r}")
 
     @classmethod
     def describe(cls, transform: object) -> dict[str, Any]:
@@ -92,6 +99,7 @@ class Orient(Step):
     """Reorient to ``axcodes`` (``Orientationd``)."""
 
     kind, mirrors = "orient", ("Orientationd",)
+    required = (("axcodes", (str,)),)
 
     @classmethod
     def describe(cls, transform: Any) -> dict[str, Any]:
@@ -136,6 +144,7 @@ class Resample(Step):
     """Resample to ``pixdim`` mm (``Spacingd``, linear for the image)."""
 
     kind, mirrors = "resample", ("Spacingd",)
+    required = (("pixdim", (list, tuple)),)
 
     @classmethod
     def describe(cls, transform: Any) -> dict[str, Any]:
@@ -213,6 +222,7 @@ class Normalize(Step):
     """Per-channel intensity schemes (``NormalizeChannelsd``; see :mod:`pipeline.deploy.intensity`)."""
 
     kind, mirrors = "normalize", ("NormalizeChannelsd",)
+    required = (("schemes", (list, tuple, dict)),)
 
     def __init__(self, params: Mapping[str, Any]) -> None:
         super().__init__(params)
@@ -250,6 +260,7 @@ class Window(Step):
     """MONAI ``ScaleIntensityRanged`` (a fixed linear window, e.g. Hounsfield units to [0, 1])."""
 
     kind, mirrors = "window", ("ScaleIntensityRanged",)
+    required = tuple((name, (int, float)) for name in ("a_min", "a_max", "b_min", "b_max"))
 
     @classmethod
     def describe(cls, transform: Any) -> dict[str, Any]:
@@ -288,14 +299,22 @@ def describe_transforms(transforms: Iterable[object]) -> list[dict[str, Any]]:
 def build_steps(described: Iterable[Mapping[str, Any]]) -> list[Step]:
     """Step objects from recorded step dicts.
 
+    Args:
+        described: the steps as a model card records them.
+
     Raises:
-        ValueError: a kind this version does not know (the model came from a newer pipeline).
+        ValueError: a kind this version does not know (the model came from a newer pipeline), or a step without a
+            parameter it needs.
+
+    Example:
+        >>> [type(s).__name__ for s in build_steps([{"kind": "orient", "axcodes": "RAS"}])]
+        ['Orient']
     """
     out = []
     for params in described:
         kind = params.get("kind")
         if kind not in STEPS:
-            raise ValueError(f"model metadata names an unknown preprocessing step '{kind}' (known: "
-                             f"{', '.join(STEPS)}); export the model with this version of the pipeline")
+            raise ValueError(f"the preprocessing step '{kind}' is not one this pipeline knows ({', '.join(STEPS)}): "
+                             "the model comes from a newer pipeline; upgrade to use it")
         out.append(STEPS[kind](params))
     return out

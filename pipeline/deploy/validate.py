@@ -78,10 +78,11 @@ def _check_inference(card: Mapping, src: str | os.PathLike) -> None:
         raise ValueError(fail(src, "'inference.overlap' must be >= 0 and < 1", overlap))
     if info.get("kind", "sliding_window") not in ("sliding_window", "slice"):
         raise ValueError(fail(src, "'inference.kind' must be sliding_window or slice", info.get("kind")))
-    mirror = info.get("mirror_axes")
-    axes = 3 if info.get("kind") == "slice" else int(dims or 3)
+    mirror = info.get("mirror_axes")  # the network's axes (a slice-wise 2D network's are the slices')
+    axes = int(dims or 3)
     if mirror is not None and not (isinstance(mirror, list) and all(_whole(a, 0) and a < axes for a in mirror)):
-        raise ValueError(fail(src, f"'inference.mirror_axes' must be a list of spatial axes 0..{axes - 1}", mirror))
+        raise ValueError(fail(src, f"'inference.mirror_axes' must be a list of the network's spatial axes "
+                                   f"0..{axes - 1}", mirror))
     depth = (card.get("network") or {}).get("depth")
     level = info.get("level")
     if level is not None and not (_whole(level, 1) and (depth is None or level <= int(depth))):
@@ -97,6 +98,17 @@ def _check_preprocessing(card: Mapping, src: str | os.PathLike) -> None:
     for step in steps:
         if step.get("kind") == "resample" and not _positive_numbers(step.get("pixdim")):
             raise ValueError(fail(src, "target spacings must be numbers > 0", step.get("pixdim")))
+
+
+def _check_records(card: Mapping, src: str | os.PathLike) -> None:
+    training = card.get("training") or {}
+    for key in ("dataset", "folds", "validation", "level_choice"):
+        if not isinstance(training.get(key, {}), Mapping):
+            raise ValueError(fail(src, f"'training.{key}' must be an object", training[key]))
+    channels = card.get("channels") or []
+    inputs = (card.get("network") or {}).get("in_channels")
+    if not isinstance(channels, list) or (channels and inputs is not None and len(channels) != int(inputs)):
+        raise ValueError(fail(src, f"'channels' must name each of the {inputs} input channel(s), or none", channels))
 
 
 def check_card_dict(card: Mapping[str, Any], src: str | os.PathLike) -> None:
@@ -116,3 +128,4 @@ def check_card_dict(card: Mapping[str, Any], src: str | os.PathLike) -> None:
     _check_network(card, src)
     _check_inference(card, src)
     _check_preprocessing(card, src)
+    _check_records(card, src)

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -22,8 +23,8 @@ from pathlib import Path
 import torch
 from monai.bundle import ConfigParser
 
-from pipeline.deploy.card import ModelCard
-from pipeline.deploy.describe import describe_model
+from pipeline.deploy.card import ModelCard, card_from_dict
+from pipeline.deploy.describe import describe_model, describe_network
 from pipeline.deploy.files import find_card
 from pipeline.errors import PipelineError
 from pipeline.export.checkpoint import export_model
@@ -33,10 +34,6 @@ from pipeline.export.torchscript import ExportResult
 __all__ = ["bundle_card", "export_bundle", "override_card"]
 
 logger = logging.getLogger(__name__)
-
-#: Card fields a bundle config decides (the training record is the trainer's).
-_CONFIG_FIELDS = ("labels", "network", "preprocessing", "modality", "channels")
-
 
 def _parser(bundle_dir: Path, configs: Sequence[str], overrides: Mapping | None) -> ConfigParser:
     files = [Path(c) if Path(c).suffix == ".json" and Path(c).is_file() else
@@ -64,6 +61,11 @@ def bundle_card(parser: ConfigParser) -> tuple[ModelCard, torch.nn.Module]:
 
     Args:
         parser: the bundle's configs and overrides, parsed.
+
+    Example:
+        >>> card, net = bundle_card(parser)                                                # doctest: +SKIP
+        >>> card.target_spacing                                                            # doctest: +SKIP
+        [1.5, 1.5, 2.0]
     """
     network = parser.get_parsed_content("network_def")
     card = describe_model(network, parser.get_parsed_content("preprocessing"), parser.get_parsed_content("inferer"),
@@ -73,28 +75,69 @@ def bundle_card(parser: ConfigParser) -> tuple[ModelCard, torch.nn.Module]:
     return card, network
 
 
+def _merged(value: Mapping, base: Mapping, changed: Mapping) -> dict:
+    """``value`` with each key whose value differs between ``base`` and ``changed`` set as in ``changed``."""
+    out = dict(value)
+    for key in {*base, *changed}:
+        if base.get(key) != changed.get(key):
+            if key in changed:
+                out[key] = changed[key]
+            else:
+                out.pop(key, None)
+    return out
+
+
+def _merged_steps(card: ModelCard, base: ModelCard, changed: ModelCard) -> tuple:
+    """The card's preprocessing with the overrides' changes of step parameters applied, step by step."""
+    def kinds(c: ModelCard) -> list[str]:
+        return [s.get("kind") for s in c.preprocessing]
+
+    if base.preprocessing == changed.preprocessing:
+        return card.preprocessing
+    if kinds(base) == kinds(changed) == kinds(card):
+        return tuple(_merged(*steps) for steps in zip(card.preprocessing, base.preprocessing, changed.preprocessing))
+    if card.preprocessing == base.preprocessing:
+        return changed.preprocessing
+    raise PipelineError(f"the overrides change the preprocessing steps {kinds(base)} to {kinds(changed)}, but the "
+                        f"model was trained with {kinds(card)}: give the steps through the training's own "
+                        "--config/--set, not on top of its model card")
+
+
 def override_card(card: ModelCard, base: ModelCard, changed: ModelCard) -> ModelCard:
     """``card`` with what differs between ``base`` (the bundle's own config) and ``changed`` (with the extra configs
-    and overrides) applied; each change is logged.
+    and overrides) applied, down to single network arguments, step parameters and window settings; each change is
+    logged and the result checked against the card's rules.
 
     Args:
         card: the training's card.
         base: the card of the bundle's ``train.json`` alone.
         changed: the card of the configs and overrides asked for.
+
+    Raises:
+        PipelineError: overrides that add or remove preprocessing steps of a chain the model was trained with
+            differently, or a result that breaks a rule of the card.
+
+    Example:
+        >>> override_card(card, base, base.replace(inference={"overlap": 0.25})).inference.overlap  # doctest: +SKIP
+        0.25
     """
-    updates: dict[str, object] = {}
-    for name in _CONFIG_FIELDS:
-        if getattr(base, name) != getattr(changed, name):
-            updates[name] = getattr(changed, name)
+    updates: dict[str, object] = {k: getattr(changed, k) for k in ("labels", "modality", "channels")
+                                  if getattr(base, k) != getattr(changed, k)}
+    if base.network.args != changed.network.args:
+        updates["network"] = {"args": _merged(card.network.args, base.network.args, changed.network.args),
+                              "target": changed.network.target or card.network.target}
+    if base.preprocessing != changed.preprocessing:
+        updates["preprocessing"] = _merged_steps(card, base, changed)
     inference = {f.name: getattr(changed.inference, f.name) for f in dataclasses.fields(changed.inference)
                  if getattr(base.inference, f.name) != getattr(changed.inference, f.name)}
     if inference:
         updates["inference"] = inference
-    if base.training.level_choice != changed.training.level_choice:
-        updates["training"] = {"level_choice": changed.training.level_choice}
+    if base.training.level_choice != changed.training.level_choice:  # a fixed level; the scores are kept
+        updates["training"] = {"level_choice": {**card.training.level_choice, **changed.training.level_choice}}
     for name, value in updates.items():
         logger.info("overriding the model card's %s: %s", name, value)
-    return card.replace(**updates) if updates else card
+    result = card.replace(**updates) if updates else card
+    return card_from_dict(result.to_dict(), "the model card with the overrides")
 
 
 def export_bundle(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike,
@@ -120,8 +163,13 @@ def export_bundle(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike, 
     if existing is None:
         card = changed
     else:
-        base, _ = bundle_card(_parser(root, ("train",), None))
-        card = override_card(existing, base, changed)
+        base_parser = _parser(root, ("train",), None)
+        for key, value in (overrides or {}).items():
+            if key in base_parser and base_parser.get(key) == value:
+                logger.warning("--set %s=%s is the bundle's own value, so it changes nothing in the model card of %s",
+                               key, json.dumps(value), checkpoint)
+        card = override_card(existing, bundle_card(base_parser)[0], changed)
         if card.network.target:
             network = build_network(card.network)
+            card = card.replace(network=describe_network(network, len(card.labels)))
     return export_model(network, card, checkpoint, out, level=level, device=device, half=half)

@@ -39,6 +39,10 @@ def card_for_checkpoint(card: ModelCard, checkpoint: str | os.PathLike) -> Model
     Args:
         card: the training's card.
         checkpoint: the weights being exported.
+
+    Example:
+        >>> card_for_checkpoint(card, "runs/ct/models/checkpoint_latest.pt").training.validation  # doctest: +SKIP
+        {}
     """
     sha = file_sha256(checkpoint)
     if card.training.checkpoint_sha256 == sha:
@@ -46,7 +50,8 @@ def card_for_checkpoint(card: ModelCard, checkpoint: str | os.PathLike) -> Model
     if card.training.checkpoint_sha256:
         logger.info("%s is not the checkpoint the model card describes: its validation record is left out",
                     checkpoint)
-    return card.replace(training={"checkpoint_sha256": sha, "validation": {}},
+    choice = {"rule": card.training.level_choice.get("rule", "auto")}  # the scores and choice were model.pt's
+    return card.replace(training={"checkpoint_sha256": sha, "validation": {}, "level_choice": choice},
                         inference={"level": card_level(card, checkpoint)})
 
 
@@ -65,6 +70,10 @@ def export_model(network: torch.nn.Module, card: ModelCard, checkpoint: str | os
 
     Raises:
         PipelineError: unreadable or mismatching weights, a bad level, or the export's own errors.
+
+    Example:
+        >>> export_model(build_network(card.network), card, "models/model.pt", "m.ts").card.level  # doctest: +SKIP
+        2
     """
     load_network_weights(network, checkpoint)
     card = card_for_checkpoint(card, checkpoint)
@@ -100,4 +109,5 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, lev
     if card is None:
         raise PipelineError(f"'{path}' has no model card beside it ({card_path(path).name}; a training by this "
                             "pipeline writes one): pass --bundle with the --config/--set the training used")
-    return export_model(build_network(card.network), card, path, out, level=level, device=device, half=half)
+    return export_model(build_network(card.network, card_path(path)), card, path, out, level=level, device=device,
+                        half=half)

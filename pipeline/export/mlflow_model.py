@@ -8,7 +8,8 @@ MONAI is not imported.
 ``predict`` takes one volume in the voxel order of :mod:`pipeline.io` (``(X, Y, Z)``, or ``(X, Y, Z, C)`` for a
 multi-channel model, float32) and returns its ``uint8`` label map on the same grid: the model's own
 preprocessing (reorientation, resampling, normalisation) and its inverse run inside. The grid is given as
-params: ``affine`` (16 numbers, row-major 4x4, RAS) or ``spacing`` (a RAS-aligned grid with that voxel size);
+params: ``affine`` (16 numbers, row-major 4x4, RAS; a 2D model takes a 3x3 too) or ``spacing`` (a RAS-aligned grid
+with that voxel size);
 neither means the array is already on the model's target spacing.
 
 Example:
@@ -35,6 +36,7 @@ from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
 from pipeline.deploy.card import ModelCard
 from pipeline.deploy.files import load_torchscript
+from pipeline.errors import PipelineError
 from pipeline.inference.predictor import Predictor
 from pipeline.inference.preprocess import Preprocessor
 
@@ -72,16 +74,23 @@ def model_signature(card: ModelCard) -> ModelSignature:
 
 
 def _affine(params: Mapping[str, Any], dims: int, default_spacing: list[float]) -> np.ndarray:
+    """The 4x4 RAS affine of the input grid (a 2D grid's third axis is a unit axis, as :mod:`pipeline.io` has it)."""
     affine = list(params.get("affine") or [])
     if affine:
-        if len(affine) != (dims + 1) ** 2:
-            raise ValueError(f"param 'affine' must hold {(dims + 1) ** 2} numbers (a row-major "
-                             f"{dims + 1}x{dims + 1} matrix), got {len(affine)}")
-        return np.asarray(affine, dtype=float).reshape(dims + 1, dims + 1)
+        sizes = {16, (dims + 1) ** 2}
+        if len(affine) not in sizes:
+            raise ValueError(f"param 'affine' must hold {' or '.join(map(str, sorted(sizes)))} numbers (a row-major "
+                             f"square matrix), got {len(affine)}")
+        matrix = np.asarray(affine, dtype=float).reshape(int(len(affine) ** 0.5), -1)
+        if len(matrix) == 4:
+            return matrix
+        full = np.eye(4)  # a 2D grid's 3x3 affine: rows and columns of the in-plane axes and the translation
+        full[np.ix_([0, 1, 3], [0, 1, 3])] = matrix
+        return full
     spacing = [float(s) for s in (params.get("spacing") or default_spacing)]
     if len(spacing) != dims or min(spacing) <= 0:
         raise ValueError(f"param 'spacing' must be {dims} positive voxel sizes in mm, got {spacing}")
-    return np.diag([*spacing, 1.0])
+    return np.diag([*spacing, *[1.0] * (3 - dims), 1.0])
 
 
 class SegmentationModel(mlflow.pyfunc.PythonModel):
@@ -94,7 +103,11 @@ class SegmentationModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.module, self.card = load_torchscript(context.artifacts["torchscript"], self.device)
+        source = context.artifacts["torchscript"]
+        self.module, self.card = load_torchscript(source, self.device)
+        if self.card.export is not None and self.card.export.precision == "fp16" and self.device == "cpu":
+            raise PipelineError(f"'{source}': this model was exported in fp16 for CUDA and this machine has no CUDA "
+                                "device: serve an fp32 export here")
         self.preprocess = Preprocessor(self.card)
         self.predictors: dict[bool, Predictor] = {}  # built on first use: each one optimises (freezes) the module
         self.dims, self.channels = self.card.image_dims, self.card.network.in_channels
@@ -155,11 +168,10 @@ def save_mlflow_model(torchscript: str | os.PathLike, path: str | os.PathLike) -
         PipelineError: the file is not an exported model.
     """
     _, card = load_torchscript(torchscript)
-    artifacts = {"torchscript": str(torchscript)}
-    beside = Path(torchscript).with_name("model_card.json")  # the readable copy the training writes next to it
-    if beside.is_file():
-        artifacts["model_card"] = str(beside)
     with tempfile.TemporaryDirectory() as tmp:
+        readable = Path(tmp) / "model_card.json"  # the embedded card, readable next to the model
+        readable.write_text(card.to_json())
+        artifacts = {"torchscript": str(torchscript), "model_card": str(readable)}
         code = Path(tmp) / "pipeline"  # the package without caches, so the model loads where it is not installed
         shutil.copytree(_PACKAGE, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         mlflow.pyfunc.save_model(

@@ -70,7 +70,8 @@ def export_torchscript(network: torch.nn.Module, out: str | os.PathLike, card: M
     Args:
         network: a ``UNetPlusPlus`` (any scriptable module returning one tensor in eval mode).
         out: destination ``.ts`` file.
-        card: the model card; the embedded copy records the level exported and an ``export`` section.
+        card: the model card; the embedded copy is its :meth:`~pipeline.deploy.card.ModelCard.shareable` form (no case
+            ids) with the level exported and an ``export`` section.
         level: inference level; None keeps the network's. Defaults to None.
         device: where to script and check (the file loads on any device with ``map_location``).
             Defaults to ``"cpu"``.
@@ -90,8 +91,8 @@ def export_torchscript(network: torch.nn.Module, out: str | os.PathLike, card: M
     net = network.eval().to(device=dev, dtype=dtype)
     if level is not None:
         net.level = int(level)
-    embedded = card.replace(inference={"level": int(getattr(net, "level", level or 0) or 0) or None},
-                            export=ExportRecord(precision="fp16" if half else "fp32", device=str(dev)))
+    embedded = card.shareable().replace(inference={"level": int(getattr(net, "level", level or 0) or 0) or None},
+                                        export=ExportRecord(precision="fp16" if half else "fp32", device=str(dev)))
     scripted = torch.jit.script(net)
     dest = Path(out)
     buffer = io.BytesIO()  # saved to a buffer: a file's archive would be named after its temporary name

@@ -225,8 +225,9 @@ def _find(input_path: str | os.PathLike, folder: OutputFolder, channels: int,
 
 def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir: str | os.PathLike,
             device: str = "auto", level: int | None = None, tta: bool = False, overlap: float | None = None,
-            sw_batch_size: int | None = None, workers: int = 2, precision: str = "auto", shard: tuple[int, int] | None = None,
-            overwrite: bool = False, progress: bool = True, output_format: str = "auto") -> JobReport:
+            sw_batch_size: int | None = None, workers: int = 2, precision: str = "auto",
+            shard: tuple[int, int] | None = None, overwrite: bool = False, progress: bool = True,
+            output_format: str = "auto") -> JobReport:
     """Segment every image under ``input_path`` with the exported ``model``; see the module docstring.
 
     Args:

@@ -112,6 +112,15 @@ class Predictor:
         return sliding_window(image, self.model, self.roi_size, self.overlap, self.mode, self.sigma_scale,
                               self.sw_batch_size)
 
+    def _tta_axes(self, spatial: int) -> list[int]:
+        """Tensor dims to mirror: the card's axes of the network; a slice-wise 2D network's axis ``a`` is the volume's
+        axis ``a``, or ``a + 1`` from the slicing axis on; every axis of the image where the card knows none."""
+        if self.mirror_axes is None:
+            return [2 + a for a in range(spatial)]
+        if self.kind == "slice":
+            return [2 + a + (a >= self.spatial_dim) for a in self.mirror_axes]
+        return [2 + a for a in self.mirror_axes if a < spatial]
+
     def _forward(self, image: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
             return torch.softmax(self._infer(image).float(), dim=1)
@@ -133,10 +142,8 @@ class Predictor:
         x = x.to(dtype=torch.float16 if self.half else torch.float32)
         probs = self._forward(x)
         if self.tta:
-            spatial = x.ndim - 2  # the whole image's axes (a slice-wise model's volume included)
-            axes = [2 + a for a in (self.mirror_axes if self.mirror_axes is not None else range(spatial))
-                    if a < spatial]
             count = 1
+            axes = self._tta_axes(x.ndim - 2)
             for r in range(1, len(axes) + 1):
                 for flip in itertools.combinations(axes, r):
                     probs += torch.flip(self._forward(torch.flip(x, flip)), flip)

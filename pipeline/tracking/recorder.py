@@ -27,6 +27,7 @@ from ignite.engine import Engine, Events
 from monai.handlers import MLFlowHandler
 
 from pipeline.deploy.card import CARD_FILE
+from pipeline.deploy.files import find_card
 from pipeline.export.checkpoint import export_checkpoint
 from pipeline.export.mlflow_model import save_mlflow_model
 from pipeline.io.atomic import write_text_atomic
@@ -126,6 +127,11 @@ class TrainingRecorder(SafeMLFlowHandler):
         if self.cur_run is None:
             return
         run_id = self.cur_run.info.run_id
+        card = find_card(self.ckpt_dir / "model.pt") if (self.ckpt_dir / CARD_FILE).is_file() else None
+        if not self.best and card is not None and card.training.validation:  # resumed without a better model
+            self.best = {metric_name(k) if k != "best_epoch" else k: float(v)
+                         for k, v in card.training.validation.items()}
+            self.key_metric = self.key_metric or ("val/mean_dice" if "val/mean_dice" in self.best else None)
         for name in ("model.pt", CARD_FILE):
             if (self.ckpt_dir / name).is_file():
                 self.client.log_artifact(run_id, str(self.ckpt_dir / name), "checkpoints")

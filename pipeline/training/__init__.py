@@ -12,14 +12,13 @@ from pipeline.training.datalist import inference_items, prepare_fold
 from pipeline.training.distributed import init_distributed, is_main_process, rank_and_world, rank_zero_handlers
 from pipeline.training.guard import GradientGuard
 from pipeline.training.handlers import handler_ref
-from pipeline.training.levels import LEVELS_FILE, LevelSelection, choose_level, score_levels
+from pipeline.training.levels import LevelSelection, choose_level, score_levels
 from pipeline.training.metrics import MetricsReport, dice_scores, per_class_metrics
 from pipeline.training.precision import AutocastInferer, prepare_network, training_autocast, training_precision
 from pipeline.training.progress import ProgressBar
 
 __all__ = [
     "LATEST",
-    "LEVELS_FILE",
     "AutocastInferer",
     "GradientGuard",
     "LatestCheckpoint",

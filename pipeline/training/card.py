@@ -17,7 +17,6 @@ Example (bundle config)::
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Mapping
@@ -26,6 +25,7 @@ from typing import Any
 
 from ignite.engine import Engine, Events
 
+from pipeline.data.folds import cases_fingerprint
 from pipeline.deploy.card import ModelCard
 from pipeline.deploy.files import card_path, file_sha256, find_card, write_card
 from pipeline.training.distributed import is_main_process
@@ -51,8 +51,8 @@ def dataset_record(datalist: Mapping[str, list[dict]], source: str | os.PathLike
     train = [str(i["case"]) for i in datalist.get("train", [])]
     val = [str(i["case"]) for i in datalist.get("val", [])]
     cases = sorted({str(i["case"]) for i in datalist.get("all", [])} or set(train + val))
-    return {"source": str(source or ""), "num_cases": len(cases),
-            "cases_sha256": hashlib.sha256("\n".join(cases).encode()).hexdigest(), "train": train, "val": val}
+    return {"source": str(source or ""), "num_cases": len(cases), "cases_sha256": cases_fingerprint(cases),
+            "train": train, "val": val}
 
 
 class ModelCardWriter:
@@ -88,14 +88,16 @@ class ModelCardWriter:
         sha = file_sha256(best)
         if sha == self.written:
             return
+        previous = find_card(best)
+        if not self.written and previous is not None and previous.training.checkpoint_sha256 == sha:
+            self.written = sha  # a resumed run whose model.pt is still the one its card (and level) describes
+            return
         state = engine.state
         if getattr(state, "best_metric_epoch", -1) == state.epoch:
             validation = {str(k): float(v) for k, v in state.metrics.items() if isinstance(v, (int, float))}
             validation["best_epoch"] = int(state.epoch)
-        else:  # model.pt from before this run (resumed): keep what its card says
-            previous = find_card(best)
-            validation = dict(previous.training.validation) if previous is not None and \
-                previous.training.checkpoint_sha256 == sha else {}
+        else:  # a model.pt this run did not just save, and no card of its own: its metrics are not known
+            validation = {}
         card = self.card.replace(training={"validation": validation, "checkpoint_sha256": sha})
         write_card(card, card_path(best))
         self.written = sha

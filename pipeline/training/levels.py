@@ -6,9 +6,10 @@ depends on the data. :class:`LevelSelection` runs at the end of a training: it s
 Dice (foreground classes, as the key metric), writes ``<ckpt_dir>/levels.json`` (each level's mean and per-class
 Dice, the tolerance, the model file's SHA-256 and the chosen level: the shallowest whose mean Dice is at least the
 best level's minus ``tolerance``) and records the choice in the model card beside the model. A bundle's
-``deploy_level: "auto"`` means that choice (:func:`pipeline.deploy.resolve_level`, used by ``inference.json``,
+``deploy_level: "auto"`` means that choice (resolved in :mod:`pipeline.deploy.levels` for ``inference.json``,
 ``pipeline export`` and the end-of-training export); a number fixes the level, and the card then keeps it while
-still recording every level's score. The shipped MRI model's choice and scores are in its bundle's docs.
+still recording every level's score. Validation cases prepared otherwise than the card says (another config than
+the training's) are scored into ``levels.json`` only. The shipped MRI model's choice and scores are in its bundle's docs.
 
 Example (bundle config)::
 
@@ -31,16 +32,14 @@ import torch
 from ignite.engine import Engine, Events
 
 from pipeline.deploy.files import card_path, file_sha256, find_card, load_network_weights, write_card
+from pipeline.deploy.levels import LEVELS_FILE
+from pipeline.deploy.steps import describe_transforms
 from pipeline.io.atomic import write_text_atomic
 from pipeline.training.distributed import is_main_process
 
-__all__ = ["LEVELS_FILE", "LevelSelection", "choose_level", "score_levels"]
+__all__ = ["LevelSelection", "choose_level", "score_levels"]
 
 logger = logging.getLogger(__name__)
-
-#: The record beside ``model.pt``.
-LEVELS_FILE = "levels.json"
-
 
 def choose_level(scores: dict[int, float], tolerance: float) -> int:
     """The shallowest level whose score is at least the best score minus ``tolerance``.
@@ -118,6 +117,18 @@ def score_levels(network: torch.nn.Module, loader: Any, inferer: Any, device: to
     return scores
 
 
+def _validation_steps(validator: Any) -> list[dict] | None:
+    """The deployable steps of the validator's own preprocessing, where they can be read off its data loader."""
+    dataset = getattr(getattr(validator, "data_loader", None), "dataset", None)
+    chain = getattr(getattr(dataset, "transform", None), "transforms", None)
+    if chain is None:
+        return None
+    try:
+        return describe_transforms(chain)
+    except ValueError:
+        return None
+
+
 class LevelSelection:
     """At the end of training, score ``model.pt`` at every level and record the level to deploy.
 
@@ -152,8 +163,8 @@ class LevelSelection:
         network = copy.deepcopy(getattr(self.network, "module", self.network))
         load_network_weights(network, best)
         logger.info("scoring %s at every level on the validation cases", best)
-        per_class = score_levels(network, self.validator.data_loader, self.validator.inferer, self.validator.state.device,
-                                 self.num_classes)
+        per_class = score_levels(network, self.validator.data_loader, self.validator.inferer,
+                                 self.validator.state.device, self.num_classes)
         means = {level: sum(v) / len(v) for level, v in per_class.items()}
         chosen = choose_level(means, self.tolerance)
         names = [self.label_names.get(c, str(c)) for c in range(1, self.num_classes)]
@@ -170,9 +181,14 @@ class LevelSelection:
     def _record_in_card(self, best: Path, sha: str, chosen: int, means: dict[int, float]) -> None:
         """The choice into the model card of ``best`` (a fixed ``deploy_level`` keeps its level; scores are kept)."""
         card = find_card(best)
+        steps = _validation_steps(self.validator)
+        if card is not None and steps is not None and steps != [dict(s) for s in card.preprocessing]:
+            logger.warning("the validation cases were prepared otherwise than %s's model card says it trained (not "
+                           "the training's config?): L%d is recorded in %s only", best, chosen, LEVELS_FILE)
+            return
         if card is None or card.training.checkpoint_sha256 != sha:
-            logger.warning("%s has no model card of its own: the chosen level L%d is recorded in %s only", best,
-                           chosen, LEVELS_FILE)
+            logger.warning("%s has no model card of its own (trained before cards?): the chosen level L%d is recorded "
+                           "in %s, which deploy_level auto reads for it", best, chosen, LEVELS_FILE)
             return
         auto = card.training.level_choice.get("rule", "auto") == "auto"
         choice = {"rule": "auto" if auto else "fixed", "tolerance": self.tolerance, "chosen": chosen,

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from pipeline.errors import PipelineError
 from pipeline.io.atomic import write_text_atomic
-from pipeline.zoo.layout import dumps_config, inference_config, load_config
+from pipeline.zoo.layout import dumps_config, inference_config, load_config, sync_inference_config
 
-__all__ = ["DEFINITIONS", "GENERATED", "bundle_definition", "generate_bundle_configs"]
+__all__ = ["DEFINITIONS", "GENERATED", "bundle_definition", "generate_bundle_configs", "sync_bundle"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,3 +96,26 @@ def generate_bundle_configs(name: str, bundles: str | os.PathLike | None = None,
     if changed and not check:
         logger.info("%s: generated %s from %s", folder, ", ".join(changed), definitions)
     return changed
+
+
+def sync_bundle(folder: str | os.PathLike, check: bool = False) -> tuple[list[str], str]:
+    """``sync-configs``: a shipped bundle (this repository's ``bundles/<name>`` with a definition) is generated whole;
+    any other bundle folder, a user's copy included, only gets its ``train.json``'s shared keys copied into its
+    ``inference.json`` (its own edits are never overwritten from the definition).
+
+    Args:
+        folder: the bundle folder.
+        check: only compare. Defaults to False.
+
+    Returns:
+        (the files or keys that differed, what they were compared with).
+
+    Example:
+        >>> sync_bundle("bundles/unetpp_ct_segmentation", check=True)                     # doctest: +SKIP
+        ([], 'configs/bundles')
+    """
+    path = Path(folder)
+    shipped = path.resolve() == (DEFINITIONS.parents[1] / "bundles" / path.name).resolve()
+    if shipped and bundle_definition(path.name) is not None:
+        return generate_bundle_configs(path.name, path.parent, check=check), "configs/bundles"
+    return sync_inference_config(path, check=check), "train.json"

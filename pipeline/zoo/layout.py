@@ -8,8 +8,9 @@ definitions are written once, in ``train.json``, and :func:`sync_inference_confi
 :data:`SHARED_KEYS` into ``inference.json`` ahead of its own keys. One is changed on the way: inference's
 ``network_def`` builds the network a checkpoint's model card describes
 (:func:`pipeline.export.network.network_for_checkpoint`), with train.json's network as the fallback where there is
-no card, so that inference after a training with overrides needs no overrides of its own. ``python -m pipeline sync-configs BUNDLE
---check`` (run by the tests) fails when the two have drifted; without ``--check`` it rewrites ``inference.json``.
+no card, so that inference after a training with overrides needs no overrides of its own. ``python -m pipeline
+sync-configs BUNDLE --check`` fails when the two have drifted; without ``--check`` it rewrites ``inference.json``
+(the shipped bundles are generated whole, :mod:`pipeline.zoo.generate`).
 
 Example:
     >>> changed = sync_inference_config("bundles/unetpp_mri_segmentation", check=True)   # doctest: +SKIP
@@ -65,7 +66,7 @@ def _card_network(network_def: Any) -> dict:
                       "card), at deploy_level",
             "_target_": "pipeline.export.network.network_for_checkpoint", "checkpoint": "@ckpt_path",
             "network": {**network_def, "_mode_": "callable"}, "deploy_level": "@deploy_level",
-            "preprocessing": "@preprocessing"}
+            "preprocessing": "@preprocessing", "inferer": "@inferer"}
 
 
 def inference_config(train: dict, inference: dict) -> dict:

@@ -227,7 +227,7 @@ def test_shipped_torchscript_runs_the_batch_job_and_matches_the_checkpoint(tmp_p
     assert card.level == net.level == resolve_level(parser.get_parsed_content("deploy_level"),
                                                     SHIPPED / "models/model.pt", net.depth) == 2
     shipped = read_card(SHIPPED / "models/model_card.json")
-    assert {k: v for k, v in card.to_dict().items() if k != "export"} == shipped.to_dict(), \
+    assert {k: v for k, v in card.to_dict().items() if k != "export"} == shipped.shareable().to_dict(), \
         "the shipped model.ts embeds the shipped card"
     proc = subprocess.run([sys.executable, "-m", "pipeline", "segment", "--model", str(SHIPPED / "models/model.ts"),
                            "--input", str(mri_dataset / "imagesTr"), "--output", str(tmp_path / "out"),
@@ -270,3 +270,15 @@ def test_the_shipped_folds_are_msd_hippocampus_s(hippocampus):
     card = read_card(SHIPPED / "models/model_card.json")
     assert card.training.dataset["val"] == shipped["folds"][0]["val"]
     assert card.training.dataset["cases_sha256"] == shipped["cases_sha256"]
+
+
+def test_sync_configs_leaves_a_copy_in_another_bundles_folder_its_own(tmp_path):
+    copy = tmp_path / "bundles" / NAMES[1]
+    shutil.copytree(BUNDLES / NAMES[1], copy, ignore=shutil.ignore_patterns("models"))
+    train = json.loads((copy / "configs/train.json").read_text())
+    train["learning_rate"] = 0.01  # the user's own edit, not in configs/bundles
+    (copy / "configs/train.json").write_text(json.dumps(train, indent=4))
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "sync-configs", str(copy)], capture_output=True,
+                          text=True, cwd=REPO, check=False)
+    assert proc.returncode == 0 and "as train.json defines it" in proc.stdout, proc.stdout + proc.stderr
+    assert json.loads((copy / "configs/train.json").read_text())["learning_rate"] == 0.01

@@ -88,3 +88,18 @@ def test_nnunet_splits_are_reused_when_they_split_the_same_cases(tmp_path, caplo
     assert [i["case"] for i in val] == folds[2]["val"] and not caplog.records
     fold_datalist(items, fold=0, num_folds=2, splits_file=tmp_path / "splits_final.json")
     assert len(load_splits(tmp_path / "splits_final.json")["folds"]) == 2, "other num_folds: new folds"
+
+
+def test_a_rank_that_replaces_the_split_late_keeps_the_old_one_kept(tmp_path):
+    """DDP ranks all see the old split; the first replaces it. A later rank must not move the new split over the
+    kept old one."""
+    from pipeline.data.folds import _replace_split
+
+    old_items, new_items = [{"case": f"a{i}"} for i in range(6)], [{"case": f"b{i}"} for i in range(6)]
+    path = tmp_path / "splits.json"
+    save_splits(make_splits([i["case"] for i in old_items], 3, 0), path)
+    old = load_splits(path)
+    first = _replace_split(path, old, new_items, 3, 0, "other cases")
+    late = _replace_split(path, old, new_items, 3, 0, "other cases")  # it loaded `old` before the first replaced it
+    assert first == late == load_splits(path)
+    assert load_splits(path.with_name(f"splits.{old['cases_sha256'][:12]}.json")) == old

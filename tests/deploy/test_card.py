@@ -69,8 +69,9 @@ def test_defaults_are_the_dataclasses_not_the_readers():
     ("inference.kind", "patches", "'inference.kind' must be sliding_window or slice"),
     ("network.in_channels", 0, "'network.in_channels' must be a whole number >= 1"),
     ("network.spatial_dims", 4, "'network.spatial_dims' must be 2 or 3"),
-    ("inference.mirror_axes", [0, 3], "'inference.mirror_axes' must be a list of spatial axes 0..2, got [0, 3]"),
-    ("inference.mirror_axes", "lr", "'inference.mirror_axes' must be a list of spatial axes 0..2"),
+    ("inference.mirror_axes", [0, 3],
+     "'inference.mirror_axes' must be a list of the network's spatial axes 0..2, got [0, 3]"),
+    ("inference.mirror_axes", "lr", "'inference.mirror_axes' must be a list of the network's spatial axes 0..2"),
     ("preprocessing", [{"kind": "resample", "pixdim": [0, 1, 1]}], "target spacings must be numbers > 0"),
     ("preprocessing", "orient", "'preprocessing' must be a list of step objects"),
     ("network", "unet", "'network' must be an object"),
@@ -150,3 +151,49 @@ def test_an_unknown_device_is_one_line():
 
     with pytest.raises(PipelineError, match="device must be auto, cpu or cuda\\[:N\\], got 'tpu'"):
         resolve_device("tpu")
+
+
+@pytest.mark.parametrize("steps, rule", [
+    ([{"kind": "normalize"}], "preprocessing step 0: preprocessing step 'normalize' needs 'schemes'"),
+    ([{"kind": "orient", "axcodes": "RAS"}, {"kind": "window", "a_min": "x", "a_max": 1, "b_min": 0, "b_max": 1}],
+     "preprocessing step 1: preprocessing step 'window' needs 'a_min' as int or float, got 'x'"),
+    ([{"kind": "denoise"}], "the preprocessing step 'denoise' is not one this pipeline knows"),
+    ([{"kind": "normalize", "schemes": [{"scheme": "zscore"}, {"scheme": "fancy"}]}], "must be one of"),
+])
+def test_every_step_is_checked_on_load(steps, rule):
+    with pytest.raises(CardError) as info:
+        card_from_dict({**copy.deepcopy(GOOD), "preprocessing": steps}, "m.ts")
+    assert str(info.value).startswith("'m.ts': model card: ") and rule in str(info.value)
+
+
+def test_records_and_channels_are_checked_and_unknown_export_keys_ignored():
+    with pytest.raises(CardError, match="'training.level_choice' must be an object"):
+        card_from_dict(_broken("training.level_choice", "auto"), "m.ts")
+    with pytest.raises(CardError, match="'channels' must name each of the 1 input channel"):
+        card_from_dict(_broken("channels", ["T1", "T2"]), "m.ts")
+    card = card_from_dict({**copy.deepcopy(GOOD), "export": {"precision": "fp16", "device": "cuda", "by": "x"}}, "m")
+    assert card.export.precision == "fp16" and card.export.device == "cuda"
+
+
+def test_monai_ckpt_export_metadata_is_not_a_card():
+    monai_meta = {"version": "0.3.1", "monai_version": "1.6.1", "network_data_format": {}}
+    with pytest.raises(CardError, match="'m.ts' holds no model card .* MONAI's ckpt_export"):
+        card_from_dict(monai_meta, "m.ts")
+
+
+def test_migration_of_level_0_and_of_slice_wise_mirror_axes():
+    old = {"metadata_version": 2, "labels": {"0": "bg", "1": "a"},
+           "network": {"spatial_dims": 2, "in_channels": 1, "out_channels": 2, "depth": None},
+           "preprocessing": {"steps": []},
+           "inference": {"kind": "slice", "roi_size": [32, 32], "spatial_dim": 0, "level": 0, "mirror_axes": [0, 1, 2]}}
+    card = card_from_dict(old, "old.ts")
+    assert card.inference.level is None and card.level == 1
+    assert card.inference.mirror_axes == (0, 1), "volume axes 1 and 2 are the network's 0 and 1 when slicing axis 0"
+
+
+def test_what_leaves_the_training_machine_has_no_case_ids():
+    card = card_from_dict(_broken("training.dataset", {"source": "/data/site_a/Task04", "num_cases": 3,
+                                                       "cases_sha256": "ab" * 32, "train": ["p1", "p2"],
+                                                       "val": ["p3"]}), "m")
+    shared = card.shareable().training.dataset
+    assert shared == {"source": "Task04", "num_cases": 3, "cases_sha256": "ab" * 32, "num_train": 2, "num_val": 1}

@@ -91,7 +91,8 @@ def test_what_cannot_be_deployed_is_named():
 
     net = UNetPlusPlus(3, 1, 2, features=(4, 4, 8, 8, 16, 4))
     with pytest.raises(ValueError, match="uses GaussianSmoothd: it has no deployment equivalent"):
-        describe_model(net, [GaussianSmoothd(keys="image", sigma=1.0)], SlidingWindowInferer([32] * 3), {0: "bg", 1: "a"})
+        describe_model(net, [GaussianSmoothd(keys="image", sigma=1.0)], SlidingWindowInferer([32] * 3),
+                       {0: "bg", 1: "a"})
     with pytest.raises(ValueError, match="cannot deploy a model with inferer SimpleInferer"):
         describe_model(net, [], SimpleInferer(), {0: "bg", 1: "a"})
     with pytest.raises(ValueError, match="as many labels as output channels"):

@@ -49,3 +49,14 @@ def test_auto_reads_the_card_of_this_checkpoint_only(tmp_path, caplog):
 def test_resolve_level_names_bad_values(value, match):
     with pytest.raises(ValueError, match=match):
         resolve_level(value, None, 4)
+
+
+def test_a_model_trained_before_the_card_keeps_its_levels_json(tmp_path):
+    import json
+
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"weights")
+    (tmp_path / "levels.json").write_text(json.dumps({"model_sha256": file_sha256(model), "chosen": 3}))
+    assert chosen_level(model) == 3 and resolve_level("auto", model, 4) == 3
+    (tmp_path / "levels.json").write_text(json.dumps({"model_sha256": "0" * 64, "chosen": 3}))
+    assert resolve_level("auto", model, 4) == 4, "another model's record"

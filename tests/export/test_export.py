@@ -74,7 +74,10 @@ def _trained(tmp_path, tiny_parser, bundle="unetpp_mri_segmentation", overrides=
     models.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), models / "model.pt")
     write_card(card.replace(training={"checkpoint_sha256": file_sha256(models / "model.pt"),
-                                      "validation": {"val_mean_dice": 0.5}}), card_path(models / "model.pt"))
+                                      "validation": {"val_mean_dice": 0.5},
+                                      "dataset": {"source": "/data/site/Task04", "num_cases": 3,
+                                                  "train": ["patient_1", "patient_2"], "val": ["patient_3"]}}),
+               card_path(models / "model.pt"))
     return models / "model.pt"
 
 
@@ -87,8 +90,10 @@ def test_export_from_the_checkpoint_alone_after_overrides(tmp_path, tiny_parser)
     assert list(result.card.inference.roi_size) == [48, 48, 32] and result.card.network.args["features"] == \
         demo["features"]
     _, card = load_torchscript(tmp_path / "ct.ts")
-    assert card == result.card and card.training == read_card(card_path(model)).training
+    assert card == result.card and card.training == read_card(card_path(model)).shareable().training
     assert card.export.precision == "fp32" and card.level == 4
+    assert card.training.dataset == {"source": "Task04", "num_cases": 3, "num_train": 2, "num_val": 1}, \
+        "case ids (often patient identifiers) and local paths stay on the training machine"
 
 
 def test_the_same_checkpoint_gives_the_same_bytes(tmp_path, tiny_parser):
@@ -135,6 +140,30 @@ def test_bundle_and_set_override_only_what_they_change(tmp_path, tiny_parser):
     changed = export_bundle(bundle, model, tmp_path / "o.ts", overrides={"sw_overlap": 0.1, "deploy_level": 2})
     assert changed.card.inference.overlap == 0.1 and changed.card.level == 2
     assert changed.card.network == plain.card.network and changed.card.training.validation == {"val_mean_dice": 0.5}
+
+
+def test_overrides_merge_into_the_card_parameter_by_parameter(tmp_path, tiny_parser, caplog):
+    """A CT model trained at other spacing and window: --set changes the one value it names, nothing else."""
+    trained_with = {**TINY, "target_spacing": [0.7, 0.7, 2.8], "crop_margin": 4,
+                    "normalization": {"scheme": "window", "a_min": -100, "a_max": 200, "b_min": 0.0, "b_max": 1.0,
+                                      "clip": True}}
+    model = _trained(tmp_path, tiny_parser, "unetpp_ct_segmentation", trained_with)
+    card = read_card(card_path(model))
+    bundle = REPO / "bundles/unetpp_ct_segmentation"
+    result = export_bundle(bundle, model, tmp_path / "m.ts", overrides={"crop_margin": 2, "sw_overlap": 0.3})
+    steps = {s["kind"]: s for s in result.card.preprocessing}
+    assert steps["crop_foreground"]["margin"] == 2 and steps["resample"]["pixdim"] == [0.7, 0.7, 2.8]
+    assert steps["normalize"] == {s["kind"]: s for s in card.preprocessing}["normalize"]
+    assert result.card.inference.overlap == 0.3 and result.card.network == card.network
+    wider = export_bundle(bundle, model, tmp_path / "w.ts", overrides={"features": [4, 4, 8, 8, 16, 4],
+                                                                       "in_channels": 1})
+    assert wider.card.network == card.network
+    with caplog.at_level("WARNING"):
+        same = export_bundle(bundle, model, tmp_path / "s.ts", overrides={"sw_overlap": 0.5})
+    assert same.card.inference.overlap == card.inference.overlap and "is the bundle's own value" in caplog.text
+    with pytest.raises(PipelineError, match="the overrides change the preprocessing steps .* but the model was "
+                                            "trained with"):
+        export_bundle(bundle, model, tmp_path / "x.ts", overrides={"crop_threshold": None})
 
 
 def test_cli_export_prints_parity(tmp_path, tiny_checkpoints):

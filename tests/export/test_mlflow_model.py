@@ -125,3 +125,48 @@ def test_a_2d_network_run_slice_by_slice_takes_volumes(mri_dataset, tmp_path):
     segment(ts, case, tmp_path / "out", device="cpu", progress=False)
     (written,) = list((tmp_path / "out").rglob("*.nii.gz"))
     assert np.array_equal(labels, read_image(written).array.astype(np.uint8))
+
+
+def test_a_2d_network_on_2d_images(tmp_path):
+    from monai.bundle import ConfigParser
+
+    from pipeline.data import write_synthetic_dataset
+    from pipeline.export import export_bundle
+    from pipeline.inference import segment
+
+    data = write_synthetic_dataset(tmp_path / "data", "mri", cases=1, seed=5, dims=2, shape=(40, 36)).parent
+    bundle = REPO / "bundles" / "unetpp_mri_segmentation"
+    overrides = {"features": TINY["features"], "spatial_dims": 2, "patch_size": [32, 32]}
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "train.json"))
+    parser["device"] = "$torch.device('cpu')"
+    for key, value in overrides.items():
+        parser[key] = value
+    torch.manual_seed(6)
+    torch.save(parser.get_parsed_content("network_def").state_dict(), tmp_path / "m2.pt")
+    ts = export_bundle(bundle, tmp_path / "m2.pt", tmp_path / "export" / "m2.ts", overrides=overrides).path
+    model = mlflow.pyfunc.load_model(str(save_mlflow_model(ts, tmp_path / "mlflow_2d_images")))
+    case = min((data / "imagesTr").glob("*.nii.gz"))
+    image = read_image(case)
+    affine = np.asarray(image.geometry.affine)
+    labels = model.predict(np.asarray(image.array, np.float32), params={"affine": affine.ravel().tolist()})
+    in_plane = affine[np.ix_([0, 1, 3], [0, 1, 3])].ravel().tolist()
+    assert np.array_equal(model.predict(np.asarray(image.array, np.float32), params={"affine": in_plane}), labels)
+    segment(ts, case, tmp_path / "out", device="cpu", progress=False)
+    (written,) = list((tmp_path / "out").rglob("*.nii.gz"))
+    assert labels.shape == (40, 36) and np.array_equal(labels, read_image(written).array.astype(np.uint8))
+
+
+def test_an_fp16_model_on_a_machine_without_cuda_is_refused_when_loaded(pyfunc, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: an fp16 model loads here")
+    from pipeline.deploy import ExportRecord, load_torchscript
+
+    ts, _folder, _model = pyfunc
+    module, card = load_torchscript(ts)
+    fp16 = tmp_path / "fp16.ts"
+    torch.jit.save(module, str(fp16), _extra_files={"model_card.json": card.replace(
+        export=ExportRecord(precision="fp16", device="cuda")).to_json()})
+    folder = save_mlflow_model(fp16, tmp_path / "mlflow_fp16")
+    with pytest.raises(Exception, match="exported in fp16 for CUDA and this machine has no CUDA device"):
+        mlflow.pyfunc.load_model(str(folder))

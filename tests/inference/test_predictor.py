@@ -86,7 +86,8 @@ def test_cuda_amp_matches_fp32():
 def test_the_card_decides_what_arguments_leave_open():
     card = META.replace(inference={"overlap": 0.25, "sw_batch_size": 2, "level": 3})
     predictor = Predictor(torch.jit.script(_net()), card, device="cpu", precision="fp32")
-    assert (predictor.overlap, predictor.sw_batch_size, predictor.level, predictor.roi_size) == (0.25, 2, 4, [32] * 3), \
+    settings = (predictor.overlap, predictor.sw_batch_size, predictor.level, predictor.roi_size)
+    assert settings == (0.25, 2, 4, [32] * 3), \
         "the scripted module's own level (the export sets it from the card) wins over the card's"
     assert Predictor(_net(), card, device="cpu", overlap=0.5, sw_batch_size=1).overlap == 0.5
     with pytest.raises(ValueError, match="records no window size"):
@@ -118,3 +119,17 @@ def test_bf16_agrees_with_fp32(scripted):
     difference = (a - b).abs().max().item()
     assert 0 < difference < 0.05, difference  # really ran in bf16 (not 0), and close
     assert (a.argmax(1) == b.argmax(1)).float().mean() > 0.97
+
+
+def test_slice_wise_tta_mirrors_the_volume_axes_of_the_networks_axes():
+    """A 2D network slicing along axis 0 was trained with its axis 1 flipped: that is the volume's axis 2."""
+    torch.manual_seed(0)
+    net = UNetPlusPlus(2, 1, 3, features=(4, 4, 8, 8, 16, 4)).eval()
+    card = card_from_dict({"card_version": 3, "labels": {"0": "bg", "1": "a", "2": "b"},
+                           "network": {"spatial_dims": 2, "depth": 4, "out_channels": 3},
+                           "inference": {"kind": "slice", "roi_size": [32, 32], "spatial_dim": 0,
+                                         "mirror_axes": [1]}}, "t")
+    x = torch.randn(1, 1, 3, 32, 40)
+    plain = Predictor(net, card, device="cpu", precision="fp32")
+    expected = (plain(x) + torch.flip(plain(torch.flip(x, (4,))), (4,))) / 2
+    assert torch.allclose(Predictor(net, card, device="cpu", tta=True, precision="fp32")(x), expected, atol=1e-5)

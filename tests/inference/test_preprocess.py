@@ -77,6 +77,6 @@ def test_zscore_window_and_crop_rules():
 
 
 def test_unknown_step_is_named():
-    with pytest.raises(ValueError, match="unknown preprocessing step 'denoise'"):
+    with pytest.raises(ValueError, match="the preprocessing step 'denoise' is not one this pipeline knows"):
         Preprocessor(card_from_dict({"card_version": 3, "labels": {"0": "background"},
                                      "preprocessing": [{"kind": "denoise"}]}, "test card"))

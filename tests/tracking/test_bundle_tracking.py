@@ -183,7 +183,7 @@ def test_the_registered_model_is_what_pipeline_export_writes(trained, mlflow_ser
     for card in cards.values():
         assert card.to_dict() == cards["pipeline export"].to_dict()
         assert card.inference.mirror_axes == (0,) and card.modality == "MR" and card.channels == ("T1",)
-        assert card.training == trained_card.training and card.level == trained_card.level
+        assert card.training == trained_card.shareable().training and card.level == trained_card.level
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
     model = mlflow.pyfunc.load_model(f"models:/{BUNDLE}/{version.version}")
     assert model.metadata.metadata["model_card"] == cards["registered"].to_dict()
