@@ -127,9 +127,7 @@ def test_a_2d_network_run_slice_by_slice_takes_volumes(mri_dataset, tmp_path):
     assert np.array_equal(labels, read_image(written).array.astype(np.uint8))
 
 
-def test_a_2d_network_on_2d_images(tmp_path):
-    from monai.bundle import ConfigParser
-
+def test_a_2d_network_on_2d_images(tmp_path, tiny_parser):
     from pipeline.data import write_synthetic_dataset
     from pipeline.export import export_bundle
     from pipeline.inference import segment
@@ -137,11 +135,8 @@ def test_a_2d_network_on_2d_images(tmp_path):
     data = write_synthetic_dataset(tmp_path / "data", "mri", cases=1, seed=5, dims=2, shape=(40, 36)).parent
     bundle = REPO / "bundles" / "unetpp_mri_segmentation"
     overrides = {"features": TINY["features"], "spatial_dims": 2, "patch_size": [32, 32]}
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "train.json"))
-    parser["device"] = "$torch.device('cpu')"
-    for key, value in overrides.items():
-        parser[key] = value
+    parser = tiny_parser("unetpp_mri_segmentation")
+    parser.update({"spatial_dims": 2, "patch_size": [32, 32]})
     torch.manual_seed(6)
     torch.save(parser.get_parsed_content("network_def").state_dict(), tmp_path / "m2.pt")
     ts = export_bundle(bundle, tmp_path / "m2.pt", tmp_path / "export" / "m2.ts", overrides=overrides).path
