@@ -5,10 +5,9 @@ when freed, so each pass through a 3D network page-faults its activations in aga
 the kernel. tcmalloc (Debian's ``libtcmalloc-minimal4``) or jemalloc keep freed pages for reuse; so does glibc itself
 when told never to mmap and never to trim (``GLIBC_TUNABLES``). Tuned glibc is the fallback, not the first choice:
 it never returns memory, and fragmentation can leave more resident. The page faults, kernel time and peak memory
-of each are measured by ``benchmarks/efficiency.py`` and ``benchmarks/training_throughput.py`` (README's
-Performance section). Python cannot
-change its allocator after start, so the commands re-execute themselves once with ``LD_PRELOAD`` or
-``GLIBC_TUNABLES`` set.
+of each are measured by ``benchmarks/efficiency.py`` and ``benchmarks/training_throughput.py``
+(docs/performance.md). Python cannot change its allocator after start, so the commands re-execute themselves once
+with ``LD_PRELOAD`` or ``GLIBC_TUNABLES`` set.
 
 ``PIPELINE_ALLOCATOR`` chooses: ``auto`` (default: tcmalloc, else jemalloc, else tuned glibc), ``tcmalloc``,
 ``jemalloc``, ``glibc`` (tuned glibc) or ``system`` (nothing changed).

@@ -1,8 +1,8 @@
 """Device and precision choice, one definition for training, export and deployment.
 
 ``auto`` precision runs fp16 autocast on CUDA and bf16 autocast on CPUs with bfloat16 arithmetic in hardware
-(AVX512-BF16 or AMX-BF16); other CPUs run fp32, where emulated bf16 is slower than fp32 (measurements in README's
-Performance section).
+(AVX512-BF16 or AMX-BF16); other CPUs run fp32, where emulated bf16 is slower than fp32 (measurements in
+docs/performance.md).
 
 Example:
     >>> resolve_device("cpu")

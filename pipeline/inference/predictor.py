@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 def _optimized(model: torch.nn.Module, fuse: bool = True) -> torch.nn.Module:
     """Freeze a scripted model (its level becomes a constant) and, with ``fuse``, let TorchScript fuse it for fp32
-    inference (faster per window on the CPU; README's Performance section). Fused graphs call oneDNN directly and
+    inference (faster per window on the CPU; docs/performance.md). Fused graphs call oneDNN directly and
     ignore autocast, so reduced precision gets the frozen graph only. Eager modules, and models TorchScript cannot
     optimise, are used as they are."""
     if not isinstance(model, torch.jit.ScriptModule):

@@ -3,8 +3,7 @@
 It follows ``monai.inferers.sliding_window_inference`` step for step (same padding of small images, scan
 interval ``int(roi * (1 - overlap))``, window starts, importance map with ``sigma = sigma_scale * roi`` clamped
 at ``max(min, 1e-3)``, weighted average), and tests check it against MONAI to 1e-5. It exists because importing
-MONAI costs a deployed batch job seconds of start-up, more than segmenting many small volumes (README's
-Performance section).
+MONAI costs a deployed batch job seconds of start-up, more than segmenting many small volumes (docs/performance.md).
 
 Example:
     >>> import torch

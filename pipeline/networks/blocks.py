@@ -8,7 +8,7 @@ It takes the skip features as a list and never concatenates them: a convolution 
 the sum of convolutions of each part with its slice of the weights, which is the same arithmetic without the
 copy. In UNet++ the top-row nodes concatenate up to five full-resolution maps; in channels-last training on the
 CPU, the concatenation, the non-contiguous gradient slices it hands back and their accumulation are a noticeable
-share of a training step (README's Performance section).
+share of a training step (docs/performance.md).
 
 Example:
     >>> import torch

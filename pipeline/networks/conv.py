@@ -6,12 +6,12 @@ one voxel: for a 3x3x3 kernel, any input of depth 2. Most of the time the gradie
 far above bf16's rounding); now and then it holds values read from uninitialised memory, up to 1e30, which AdamW
 turns into NaN weights: the MRI bundle's first bf16 training (40x56x40 patches, so a 2x3x2 bottleneck) went NaN
 at epoch 36 of 55. The input gradient and the forward pass are right, fp32 is right, and so are 2D convolutions
-and depths of at least the kernel size (reproduced on a 2-core AMD EPYC with AVX512-BF16: 3D, kernel 3, depth 2:
-wrong in 11 of 12 random trials; depth 1, 3, 4, 5, 6: none).
+and depths of at least the kernel size (how often it happens, by depth, is in docs/performance.md's table of
+levers; ``tests/networks/test_conv.py`` compares the guarded gradients with fp32).
 
 :class:`GuardedConv3d` is ``nn.Conv3d`` (same parameters, same state-dict keys) whose training forward runs in
-fp32, outside autocast, for inputs shallower than the kernel (depth 1 included, untested as it is but as cheap). In the UNet++ bundles that is the deepest level only, a few
-voxels wide, so the cost is negligible. Scripted (exported) models never take that branch: they do not train.
+fp32, outside autocast, for inputs shallower than the kernel (depth 1 included, untested as it is but as cheap). In
+the UNet++ bundles that is the deepest level only, a few voxels wide, so the cost is negligible. Scripted (exported) models never take that branch: they do not train.
 
 Example:
     >>> import torch

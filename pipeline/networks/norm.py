@@ -10,7 +10,7 @@ channels-last. In the standard layout it calls ``F.instance_norm`` as before.
 
 ``GroupNorm(C, C)``, the other equivalent of instance norm, is not used: its backward pass has no channels-last
 kernel on the CPU, which made the channels-last step slower than the standard layout. What each layout costs is
-measured by ``benchmarks/training_throughput.py`` (README's Performance section).
+measured by ``benchmarks/training_throughput.py`` (docs/performance.md).
 
 The parameters are ``weight`` and ``bias`` as in ``InstanceNorm3d(affine=True)``, so state dicts (ours and
 MONAI's ``BasicUNetPlusPlus``) load unchanged.

@@ -6,7 +6,7 @@ bf16 needs no gradient scaler (its exponent range is fp32's); weights, optimiser
 :class:`AutocastInferer` wraps any MONAI inferer in that autocast and hands fp32 outputs to the loss and the
 post-processing. :func:`prepare_network` moves the network to its device and, on the CPU, to channels-last, the
 layout in which oneDNN's convolutions run without reordering their inputs. What each gains is measured by
-``benchmarks/training_throughput.py`` (README's Performance section).
+``benchmarks/training_throughput.py`` (docs/performance.md).
 
 Example (bundle config)::
 
@@ -135,7 +135,7 @@ def prepare_network(network: torch.nn.Module, device: torch.device | str,
         device: where it trains.
         channels_last: use the channels-last layout (``torch.channels_last_3d`` for 3D weights,
             ``torch.channels_last`` for 2D). Defaults to None: on the CPU (faster training steps, measured in
-            README's Performance section), not on CUDA (cuDNN picks its own layouts).
+            docs/performance.md), not on CUDA (cuDNN picks its own layouts).
 
     Example:
         >>> net = prepare_network(torch.nn.Conv3d(1, 2, 3), "cpu")
