@@ -272,10 +272,6 @@ def _version(data: Mapping[str, Any], src: str | os.PathLike) -> dict[str, Any]:
     return dict(data)
 
 
-def _tuple(value: Any) -> tuple | None:
-    return None if value is None else tuple(value)
-
-
 def card_from_dict(data: Any, src: str | os.PathLike) -> ModelCard:
     """Check ``data`` against every rule (module docstring) and build the card; migrates earlier exports.
 
@@ -301,7 +297,7 @@ def card_from_dict(data: Any, src: str | os.PathLike) -> ModelCard:
     net, info, train = d.get("network") or {}, dict(d.get("inference") or {}), d.get("training") or {}
     info = {k: v for k, v in info.items() if k in {f.name for f in dataclasses.fields(InferenceSettings)}}
     info["roi_size"] = tuple(int(r) for r in info.get("roi_size") or ())
-    info["mirror_axes"] = _tuple(info.get("mirror_axes"))
+    info["mirror_axes"] = None if info.get("mirror_axes") is None else tuple(info["mirror_axes"])
     export = d.get("export")
     return ModelCard(
         labels={str(k): str(v) for k, v in sorted(d["labels"].items(), key=lambda kv: int(kv[0]))},

@@ -91,13 +91,14 @@ def resolve_level(value: int | str, checkpoint: str | os.PathLike | None, depth:
     return int(value)
 
 
-def card_level(card: ModelCard, checkpoint: str | os.PathLike | None) -> int:
+def card_level(card: ModelCard, checkpoint: str | os.PathLike | None, sha256: str | None = None) -> int:
     """The level ``card`` deploys for ``checkpoint``: a fixed level as recorded; a level chosen from validation
     only for the checkpoint the card describes (same SHA-256), else the full network.
 
     Args:
         card: the model card of the training.
         checkpoint: the weights being deployed; None: the card's own checkpoint.
+        sha256: the checkpoint's SHA-256 where the caller has it already. Defaults to None (read from the file).
 
     Example:
         >>> card_level(read_card("runs/ct/models/model_card.json"), "runs/ct/models/model.pt")     # doctest: +SKIP
@@ -110,7 +111,9 @@ def card_level(card: ModelCard, checkpoint: str | os.PathLike | None) -> int:
     if card.training.level_choice.get("rule") == "fixed" or checkpoint is None:
         return int(level)
     path = Path(checkpoint)
-    if path.is_file() and card.training.checkpoint_sha256 == file_sha256(path):
+    if sha256 is None and path.is_file():
+        sha256 = file_sha256(path)
+    if sha256 is not None and card.training.checkpoint_sha256 == sha256:
         return int(level)
     logger.info("the level in the model card was chosen for another checkpoint than %s: deploying the full network "
                 "(L%d)", path, depth)

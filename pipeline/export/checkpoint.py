@@ -50,9 +50,9 @@ def card_for_checkpoint(card: ModelCard, checkpoint: str | os.PathLike) -> Model
     if card.training.checkpoint_sha256:
         logger.info("%s is not the checkpoint the model card describes: its validation record is left out",
                     checkpoint)
-    choice = {"rule": card.training.level_choice.get("rule", "auto")}  # the scores and choice were model.pt's
+    choice = {"rule": card.training.level_choice.get("rule", "auto")}  # the scores and the choice were model.pt's
     return card.replace(training={"checkpoint_sha256": sha, "validation": {}, "level_choice": choice},
-                        inference={"level": card_level(card, checkpoint)})
+                        inference={"level": card_level(card, checkpoint, sha)})
 
 
 def export_model(network: torch.nn.Module, card: ModelCard, checkpoint: str | os.PathLike, out: str | os.PathLike,

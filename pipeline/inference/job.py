@@ -113,7 +113,7 @@ class _Job:
         self.preprocess = Preprocessor(card)
         self.labels = dict(card.labels)
         bundle = card.bundle  # what a DICOM SEG describes: its segments and the algorithm
-        self.segments = {int(k): v for k, v in self.labels.items() if int(k) > 0}
+        self.segments = {k: v for k, v in card.label_ids.items() if k > 0}
         self.algorithm = SegAlgorithm(str(bundle.get("name") or "unetpp-pipeline"),
                                       str(bundle.get("version") or "unknown"), provenance.model_sha256)
         self.disk_full: DiskFullError | None = None

@@ -127,7 +127,7 @@ class TrainingRecorder(SafeMLFlowHandler):
         if self.cur_run is None:
             return
         run_id = self.cur_run.info.run_id
-        card = find_card(self.ckpt_dir / "model.pt") if (self.ckpt_dir / CARD_FILE).is_file() else None
+        card = find_card(self.ckpt_dir / "model.pt")
         if not self.best and card is not None and card.training.validation:  # resumed without a better model
             self.best = {metric_name(k) if k != "best_epoch" else k: float(v)
                          for k, v in card.training.validation.items()}
