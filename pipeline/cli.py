@@ -402,6 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(_attach_values(args_list))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not args.verbose:  # pydicom and highdicom narrate each file (odd encodings read anyway, attributes copied);
+        logging.getLogger("pydicom").setLevel(logging.ERROR)  # the job names what matters about each file itself
+        logging.getLogger("highdicom").setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except (PipelineError, ValueError) as exc:

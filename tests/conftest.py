@@ -77,7 +77,7 @@ def _install_write_hook(monkeypatch: pytest.MonkeyPatch, root: Path, size: int) 
 
     import SimpleITK as sitk
 
-    from pipeline.io import atomic, writer
+    from pipeline.io import atomic
 
     def used() -> int:
         return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
@@ -104,7 +104,6 @@ def _install_write_hook(monkeypatch: pytest.MonkeyPatch, root: Path, size: int) 
     free = lambda folder: max(0, size - used()) if Path(folder).resolve().is_relative_to(root.resolve()) \
         else 1 << 40
     monkeypatch.setattr(atomic, "free_bytes", free)
-    monkeypatch.setattr(writer, "free_bytes", free)
 
 
 @pytest.fixture

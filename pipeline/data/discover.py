@@ -1,8 +1,12 @@
 """Find the images to segment under a path: a file, a folder searched recursively, or a CSV list.
 
-A folder yields every NIfTI/NRRD/MetaImage file below it and every sub-folder that holds a DICOM series (files
-whose byte 128 starts with ``DICM``, confirmed by GDCM). Results are sorted, so that a job's order (and its
-shards) are the same on every machine.
+A folder yields every NIfTI/NRRD/MetaImage file below it and every DICOM image series of every sub-folder that
+holds DICOM (files with the ``DICM`` preamble or a DICOM ending, read by :func:`pipeline.io.dicom_scan.scan_dicom_folder`):
+a folder with one series is one case named after the folder; a folder with several gives one case per series
+(``<folder>_<modality><series number>``). The DICOM files that are not images to segment (SEG, SR, RT objects,
+presentation states, damaged files) come back in :attr:`Discovery.ignored`, one line each, so that a job can
+name them once; this project's own SEG outputs are never inputs. Results are sorted, so that a job's order (and
+its shards) are the same on every machine.
 
 :func:`find_cases` groups them into cases for a model with ``channels`` inputs: with one channel every image is
 a case; with more, a case is a 4D file (channels on the fourth axis), the nnU-Net channel files
@@ -26,9 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import DatasetError
-from pipeline.io.reader import IMAGE_SUFFIXES, image_suffix, is_dicom_series
+from pipeline.io.dicom_scan import FolderScan, IgnoredFile, scan_dicom_folder
+from pipeline.io.reader import IMAGE_SUFFIXES, image_suffix
 
-__all__ = ["NNUNET_CHANNEL", "InputCase", "find_cases", "find_images", "looks_like_dicom"]
+__all__ = ["NNUNET_CHANNEL", "Discovery", "InputCase", "discover", "find_cases", "find_images", "looks_like_dicom"]
 
 #: nnU-Net's channel file name: ``<case>_<4-digit channel><ending>``.
 NNUNET_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -40,22 +45,40 @@ class InputCase:
 
     Args:
         name: case id (output names derive from it).
-        paths: its image paths, one per channel (or one 4D file / one single-channel image).
+        paths: its image paths, one per channel (or one 4D file / one single-channel image / one DICOM folder).
         error: why it cannot be segmented, if known before reading (e.g. a missing channel file).
+        series: which DICOM series of the folder (its scan key) where the folder holds several; ``""`` otherwise.
     """
 
     name: str
     paths: tuple[str, ...]
     error: str = ""
+    series: str = ""
 
     @property
     def source(self) -> str:
-        """The input as one string for reports: the path, or the channel paths joined by ``;``."""
-        return ";".join(self.paths)
+        """The input as one string for reports: the path, the channel paths joined by ``;``, or
+        ``<folder>#<series key>`` for one of several DICOM series in a folder."""
+        return ";".join(self.paths) + (f"#{self.series}" if self.series else "")
+
+
+@dataclass
+class Discovery:
+    """What :func:`discover` found.
+
+    Args:
+        cases: the cases to segment.
+        ignored: files of DICOM folders that are not images to segment, each with its reason.
+    """
+
+    cases: list[InputCase]
+    ignored: list[IgnoredFile]
 
 
 def looks_like_dicom(path: Path) -> bool:
-    """True for a file with the DICOM preamble (``DICM`` at byte 128)."""
+    """True for a file with the DICOM preamble (``DICM`` at byte 128) or a DICOM ending (``.dcm``...)."""
+    if path.suffix.lower() in (".dcm", ".dicom", ".dic", ".ima"):
+        return True
     try:
         with open(path, "rb") as handle:
             handle.seek(128)
@@ -64,18 +87,35 @@ def looks_like_dicom(path: Path) -> bool:
         return False
 
 
-def _dicom_folders_and_files(root: Path) -> list[str]:
-    found: list[str] = []
-    for folder, dirs, files in os.walk(root):
+def _walk(root: Path) -> tuple[list[str], list[FolderScan]]:
+    """Image files below ``root`` and the scans of its folders that hold DICOM."""
+    files: list[str] = []
+    scans: list[FolderScan] = []
+    for folder, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         here = Path(folder)
-        visible = [f for f in sorted(files) if not f.startswith(".")]
+        visible = [f for f in sorted(names) if not f.startswith(".")]
         # hidden files (the job's own temporaries among them) are never inputs; every other image file is
-        found += [str(here / f) for f in visible if image_suffix(f)]
-        others = (here / f for f in visible if not image_suffix(f))  # DICOM files may sit behind any others
-        if any(looks_like_dicom(p) for p in others) and is_dicom_series(here):
-            found.append(str(here))
-    return found
+        files += [str(here / f) for f in visible if image_suffix(f)]
+        if any(looks_like_dicom(here / f) for f in visible if not image_suffix(f)):
+            scan = scan_dicom_folder(here)
+            if scan.is_dicom:
+                scans.append(scan)
+    return files, scans
+
+
+def _dicom_cases(scan: FolderScan) -> list[InputCase]:
+    from pipeline.data.datalist import case_id
+
+    name = case_id(Path(scan.folder))
+    if len(scan.groups) == 1:
+        return [InputCase(name, (scan.folder,))]
+    cases = []
+    for group in scan.groups:
+        first = group.datasets[0]
+        tag = f"{first.get('Modality', '') or 'image'}{str(first.get('SeriesNumber', '') or '').strip()}"
+        cases.append(InputCase(f"{name}_{tag}", (scan.folder,), series=group.key))
+    return cases
 
 
 def _csv_rows(path: Path) -> tuple[list[str], list[dict]]:
@@ -106,9 +146,11 @@ def find_images(path: str | os.PathLike, column: str = "image") -> list[str]:
             return [str((p.parent / row[column].strip()).resolve()) for row in rows
                     if (row.get(column) or "").strip()]
         if not image_suffix(p):
-            raise DatasetError(p, f"input files must end in {', '.join(IMAGE_SUFFIXES)} (or be a .csv list)")
+            raise DatasetError(p, f"input files must end in {', '.join(IMAGE_SUFFIXES)} (or be a .csv list); "
+                               "DICOM is read by folder: pass the series' folder")
         return [str(p)]
-    return sorted(_dicom_folders_and_files(p))
+    files, scans = _walk(p)
+    return sorted(files + [s.folder for s in scans if s.groups])
 
 
 def _csv_cases(path: Path, channels: int) -> list[InputCase]:
@@ -169,8 +211,9 @@ def _group_channels(images: list[str], channels: int) -> list[InputCase]:
     return sorted(cases, key=lambda c: c.paths[0])
 
 
-def find_cases(path: str | os.PathLike, channels: int = 1) -> list[InputCase]:
-    """The cases under ``path`` for a model with ``channels`` input channels (see the module docstring).
+def discover(path: str | os.PathLike, channels: int = 1) -> Discovery:
+    """The cases under ``path`` for a model with ``channels`` input channels, and the DICOM files passed over
+    (see the module docstring).
 
     Args:
         path: an image file, a DICOM series folder, a folder to search recursively, or a CSV list.
@@ -179,12 +222,33 @@ def find_cases(path: str | os.PathLike, channels: int = 1) -> list[InputCase]:
     Raises:
         DatasetError: as :func:`find_images`, or a CSV without the columns a multi-channel model needs.
     """
+    from pipeline.data.datalist import case_id
+
     p = Path(path)
     if p.is_file() and p.suffix.lower() == ".csv":
-        return _csv_cases(p, int(channels))
-    images = find_images(p)
+        return Discovery(_csv_cases(p, int(channels)), [])
+    find_images(p)  # the same checks of the path
+    if p.is_file():
+        files, scans = [str(p)], []
+    else:
+        files, scans = _walk(p)
+    ignored = [item for scan in scans for item in scan.ignored]
     if int(channels) <= 1:
-        from pipeline.data.datalist import case_id
+        cases = [InputCase(case_id(Path(i)), (i,)) for i in files]
+    else:
+        cases = _group_channels(files, int(channels))
+    cases += [case for scan in scans for case in _dicom_cases(scan)]
+    return Discovery(sorted(cases, key=lambda c: c.source), ignored)
 
-        return [InputCase(case_id(Path(i.rstrip("/\\"))), (i,)) for i in images]
-    return _group_channels(images, int(channels))
+
+def find_cases(path: str | os.PathLike, channels: int = 1) -> list[InputCase]:
+    """The cases under ``path`` for a model with ``channels`` input channels (:func:`discover`'s cases).
+
+    Args:
+        path: an image file, a DICOM series folder, a folder to search recursively, or a CSV list.
+        channels: the model's input channels. Defaults to 1 (every image is a case).
+
+    Raises:
+        DatasetError: as :func:`find_images`, or a CSV without the columns a multi-channel model needs.
+    """
+    return discover(path, channels).cases

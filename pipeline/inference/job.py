@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.data.discover import InputCase, find_cases
+from pipeline.data.discover import Discovery, InputCase, discover
 from pipeline.deploy.card import ModelCard
 from pipeline.deploy.files import file_sha256, load_torchscript
 from pipeline.errors import DiskFullError, ImageReadError, PipelineError
@@ -54,8 +54,9 @@ from pipeline.inference.outputs import OutputFolder, Provenance
 from pipeline.inference.predictor import Predictor
 from pipeline.inference.preprocess import Preprocessor
 from pipeline.inference.report import CaseResult, JobReport
-from pipeline.io import read_case, read_header, read_image, write_image
+from pipeline.io import read_case, read_dicom, read_image, write_image
 from pipeline.io.dicom_seg import SEG_SUFFIX, SegAlgorithm, read_dicom_seg, write_dicom_seg
+from pipeline.io.dicom_series import find_series
 from pipeline.io.integrity import check_fits
 
 __all__ = ["output_names", "parse_shard", "segment", "select_shard", "shard_from_env"]
@@ -68,6 +69,7 @@ class _Case:
         self.input, self.path, self.output, self.started = case, case.source, output, time.time()
         self.name = output.name.rsplit("_seg", 1)[0]
         self.volume = None
+        self.existing: dict[str, float] = {}
         self.image: torch.Tensor | None = None
         self.state = None
         self.warning = ""
@@ -123,14 +125,25 @@ class _Job:
         case = _Case(self.cases[path], self.folder.path / self.names[path])
         state = self.folder.state(case.output.name, self.provenance, self.overwrite)
         if state == "done":
-            return case
+            try:  # complete by its provenance; it must also read back (a run killed by a full disk...)
+                case.existing = self.existing(case)
+                return case
+            except ImageReadError as exc:
+                logger.warning("%s: redoing it: %s", case.output, exc)
         if case.input.error:
             raise PipelineError(case.input.error)
         if self.output_format == "dicom-seg" and not case.output.name.endswith(SEG_SUFFIX):
             raise PipelineError(f"{path}: --output-format dicom-seg needs a DICOM series as input (a SEG references "
                                 "its source images); use --output-format auto or nifti for other files")
-        case.volume = read_case(case.input.paths)
-        case.warning = _check(case.volume, path, self.card)
+        case.volume = read_dicom(case.input.paths[0], case.input.series) if case.input.series \
+            else read_case(case.input.paths)
+        series = case.volume.dicom
+        if series is not None and series.shear_deg and not case.output.name.endswith(SEG_SUFFIX):
+            raise PipelineError(f"{path}: the slices step {series.shear_deg:.1f} degrees off their normal (gantry "
+                                "tilt), which a NIfTI grid cannot hold; write a DICOM SEG (--output-format auto or "
+                                "dicom-seg), or resample the series first")
+        case.warning = "; ".join([*(series.warnings if series is not None else []),
+                                  *filter(None, [_check(case.volume, path, self.card)])])
         case.image, case.state = self.preprocess(case.volume.array, case.volume.geometry.affine,
                                                  spatial_dims=case.volume.geometry.ndim)
         classes = max(2, len(self.labels))  # probabilities and the window weights, before they are allocated
@@ -148,7 +161,7 @@ class _Job:
         if case.output.is_symlink():  # --overwrite: replace the link itself, never write through it
             case.output.unlink()
         if case.output.name.endswith(SEG_SUFFIX):
-            write_dicom_seg(labels_map, case.input.paths[0], case.output, self.segments, self.algorithm,
+            write_dicom_seg(labels_map, case.volume.dicom, case.output, self.segments, self.algorithm,
                             notes=self.provenance.line)
         else:
             write_image(labels_map, case.volume.geometry, case.output, notes=self.provenance.line)
@@ -158,15 +171,18 @@ class _Job:
                           volumes_ml=_volumes(labels_map, case.volume.geometry.spacing, self.labels),
                           warning=case.warning)
 
-    def skipped(self, case: _Case) -> CaseResult:
+    def existing(self, case: _Case) -> dict[str, float]:
+        """Label volumes of a complete output, read back (ImageReadError when it does not read)."""
         if case.output.name.endswith(SEG_SUFFIX):
-            source = case.input.paths[0]
-            labels, spacing = read_dicom_seg(case.output, source), read_header(source).geometry.spacing
+            series = find_series(case.input.paths[0], case.input.series or None)
+            labels, spacing = read_dicom_seg(case.output, series), series.geometry.spacing
         else:
             existing = read_image(case.output)
             labels, spacing = existing.array, existing.geometry.spacing
-        return CaseResult(case.name, case.path, str(case.output), "skipped", 0.0,
-                          volumes_ml=_volumes(labels, spacing, self.labels))
+        return _volumes(labels, spacing, self.labels)
+
+    def skipped(self, case: _Case) -> CaseResult:
+        return CaseResult(case.name, case.path, str(case.output), "skipped", 0.0, volumes_ml=case.existing)
 
     def failed(self, path: str, exc: Exception) -> CaseResult:
         if isinstance(exc, DiskFullError):
@@ -216,11 +232,20 @@ class _Job:
 
 
 def _find(input_path: str | os.PathLike, folder: OutputFolder, channels: int,
-          output_format: str) -> dict[str, InputCase]:
-    cases = without_own_outputs(find_cases(input_path, channels=channels), input_path, folder.path, output_format)
+          output_format: str) -> tuple[dict[str, InputCase], Discovery]:
+    found = discover(input_path, channels=channels)
+    cases = without_own_outputs(found.cases, input_path, folder.path, output_format)
+    if found.ignored:
+        damaged = [i for i in found.ignored if i.damaged]
+        for item in damaged:
+            logger.warning("%s: %s", item.path, item.reason)
+        logger.info("passed over %d file(s) that are not images to segment (%d damaged); report.json names each",
+                    len(found.ignored), len(damaged))
     if not cases:
-        raise PipelineError(f"no images found under '{input_path}' (NIfTI, NRRD, MHA/MHD files or DICOM series)")
-    return {c.source: c for c in cases}
+        raise PipelineError(f"no images found under '{input_path}' (NIfTI, NRRD, MHA/MHD files or DICOM series)"
+                            + (f"; {len(found.ignored)} DICOM file(s) there are not images to segment, e.g. "
+                               f"{found.ignored[0].path}: {found.ignored[0].reason}" if found.ignored else ""))
+    return {c.source: c for c in cases}, found
 
 
 def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir: str | os.PathLike,
@@ -266,7 +291,7 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
         predictor = Predictor(module, card, device=device, level=level, overlap=overlap,
                               sw_batch_size=sw_batch_size, tta=tta, precision=precision)
         provenance = Provenance(file_sha256(model), predictor.level, predictor.precision, bool(tta), predictor.overlap)
-        cases = _find(input_path, folder, card.network.in_channels, output_format)
+        cases, found = _find(input_path, folder, card.network.in_channels, output_format)
         names = output_names(list(cases.values()), output_format)
         job = _Job(predictor, card, folder, cases, names, provenance, overwrite, int(workers), output_format)
     except ValueError as exc:
@@ -280,6 +305,8 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
                                                   "channels": list(card.channels),
                                                   "mirror_axes": card.inference.mirror_axes,
                                                   "validation": dict(card.training.validation)}})
+    if shard[0] == 0:  # one shard names the files that are not cases, so that merged reports name them once
+        report.ignored = [{"path": i.path, "reason": i.reason, "damaged": i.damaged} for i in found.ignored]
     folder.remove_own_temporaries([names[p] for p in mine] + [f"{report.stem}.json", f"{report.stem}.csv"])
     logger.info("segmenting %d of %d image(s) (shard %d/%d) on %s at level %d in %s", len(mine), len(cases),
                 *shard, predictor.device, predictor.level, predictor.precision)

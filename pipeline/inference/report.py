@@ -57,6 +57,8 @@ class JobReport:
         labels: label id -> name (background included or not).
         shard: ``(index, count)``. Defaults to ``(0, 1)``.
         settings: device, level, overlap, TTA, ... as run. Defaults to empty.
+        ignored: files found under the input that are not images to segment (DICOM SEG, SR, RT objects, damaged
+            files...), as ``{"path", "reason", "damaged"}``; they are not cases and do not fail the job.
     """
 
     model: str
@@ -66,6 +68,7 @@ class JobReport:
     settings: dict = field(default_factory=dict)
     cases: list[CaseResult] = field(default_factory=list)
     started: float = field(default_factory=time.time)
+    ignored: list[dict] = field(default_factory=list)
 
     def add(self, result: CaseResult) -> None:
         self.cases.append(result)
@@ -81,7 +84,8 @@ class JobReport:
     def to_dict(self) -> dict:
         return {"model": self.model, "output_dir": self.output_dir, "shard": list(self.shard),
                 "settings": self.settings, "labels": self.labels, "counts": self.counts(),
-                "seconds": round(time.time() - self.started, 2), "cases": [asdict(c) for c in self.cases]}
+                "seconds": round(time.time() - self.started, 2), "cases": [asdict(c) for c in self.cases],
+                "ignored": self.ignored}
 
     def write(self) -> tuple[Path, Path]:
         """Write ``<stem>.json`` and ``<stem>.csv`` into the output folder (temporary file, then rename)."""
@@ -95,6 +99,8 @@ class JobReport:
         for c in self.cases:
             writer.writerow([c.case, c.status, f"{c.seconds:.2f}", *[_ml(c.volumes_ml.get(n)) for n in names],
                              c.input, c.output, c.error, c.warning])
+        for item in self.ignored:  # a spreadsheet shows them beside the cases
+            writer.writerow(["", "ignored", "", *["" for _ in names], item["path"], "", item["reason"], ""])
         paths = (folder / f"{self.stem}.json", folder / f"{self.stem}.csv")
         for path, text in zip(paths, (json.dumps(self.to_dict(), indent=1) + "\n", buffer.getvalue())):
             write_text_atomic(path, text)

@@ -1,4 +1,5 @@
-"""Medical image IO with full geometry: NIfTI, NRRD, MHA/MHD and DICOM series (SimpleITK/GDCM)."""
+"""Medical image IO with full geometry: NIfTI, NRRD, MHA/MHD (SimpleITK) and DICOM series (pydicom headers,
+GDCM pixels)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pipeline.io.reader import (
     is_dicom_series,
     is_image_file,
     read_case,
+    read_dicom,
     read_header,
     read_image,
 )
@@ -28,6 +30,7 @@ __all__ = [
     "is_image_file",
     "label_suffix_for",
     "read_case",
+    "read_dicom",
     "read_header",
     "read_image",
     "read_notes",

@@ -5,7 +5,8 @@ format-by-extension writers such as ITK still recognise it); when the block comp
 flushed to the disk (``fsync``), gets the permissions a plain ``open(..., "w")`` would give (``mkstemp`` makes it
 owner-only) and is renamed over the destination, which is atomic on POSIX; the folder is flushed too, so that the
 rename survives a power cut. On an exception the temporary file is removed; a full disk (``ENOSPC``, at any of
-these steps) raises :class:`~pipeline.errors.DiskFullError`.
+these steps, or an ``OSError`` without ``errno`` while the disk is nearly full: :func:`is_disk_full`) raises
+:class:`~pipeline.errors.DiskFullError`.
 
 A writer that can fail silently (ITK reports a short write on stderr only) must check its file inside the block,
 before the rename: :func:`pipeline.io.write_image` reads every label map back.
@@ -28,7 +29,11 @@ from pathlib import Path
 
 from pipeline.errors import DiskFullError
 
-__all__ = ["atomic_path", "free_bytes", "temporary_pattern", "write_text_atomic"]
+__all__ = ["FULL_BELOW", "atomic_path", "free_bytes", "is_disk_full", "raise_if_disk_full", "temporary_pattern",
+           "write_text_atomic"]
+
+#: a write that failed (or reads back wrong) on a file system with less free space than this ran out of space
+FULL_BELOW = 1 << 20
 
 
 def _file_mode() -> int:
@@ -52,6 +57,44 @@ def free_bytes(folder: str | os.PathLike) -> int | None:
     except OSError:
         return None
     return int(stats.f_bavail * stats.f_frsize)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
+def is_disk_full(exc: BaseException, folder: str | os.PathLike, any_error: bool = False) -> bool:
+    """True when ``exc`` means that ``folder``'s file system is full, however the writer raised it: ``ENOSPC``
+    anywhere in its chain of causes, or (libraries such as pydicom re-raise the write error as an ``OSError``
+    without ``errno``) an ``OSError`` while less than :data:`FULL_BELOW` is free; with ``any_error``, any error
+    while so little is free (a file that reads back wrong).
+
+    Args:
+        exc: the exception.
+        folder: where the write went.
+        any_error: count any exception type when the disk is nearly full. Defaults to False.
+    """
+    chain = _chain(exc)
+    if any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in chain):
+        return True
+    if not any_error and not any(isinstance(e, OSError) for e in chain):
+        return False
+    free = free_bytes(folder) if Path(folder).is_dir() else None
+    return free is not None and free < FULL_BELOW
+
+
+def raise_if_disk_full(exc: BaseException, dest: str | os.PathLike, any_error: bool = True) -> None:
+    """Raise :class:`~pipeline.errors.DiskFullError` for ``dest`` when ``exc`` means a full disk
+    (:func:`is_disk_full`); otherwise return."""
+    if isinstance(exc, DiskFullError):
+        raise exc
+    folder = Path(dest).parent
+    if is_disk_full(exc, folder, any_error):
+        raise DiskFullError(dest, free_bytes(folder)) from exc
 
 
 def _fsync(path: str | os.PathLike, directory: bool = False) -> None:
@@ -91,9 +134,8 @@ def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         os.chmod(tmp, _MODE)
         os.replace(tmp, target)
         _fsync(target.parent, directory=True)
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC and not isinstance(exc, DiskFullError):
-            raise DiskFullError(target, free_bytes(target.parent)) from exc
+    except Exception as exc:
+        raise_if_disk_full(exc, target, any_error=False)
         raise
     finally:
         if os.path.exists(tmp):

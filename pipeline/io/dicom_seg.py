@@ -28,8 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import PipelineError
-from pipeline.io.atomic import atomic_path
+from pipeline.errors import ImageReadError, ImageWriteError, PipelineError
+from pipeline.io.atomic import atomic_path, raise_if_disk_full
+from pipeline.io.dicom_scan import SEG_MANUFACTURER
+from pipeline.io.dicom_series import DicomSeries, instance_uid
 
 __all__ = ["SEG_SUFFIX", "SegAlgorithm", "read_dicom_seg", "read_seg_notes", "segment_codes", "write_dicom_seg"]
 
@@ -85,10 +87,16 @@ def segment_codes(name: str) -> tuple[object, object]:
     return codes.SCT.Tissue, codes.SCT.Tissue
 
 
-def _repair_identifiers(datasets: list, series_dir: Path) -> None:
-    """Fill identifiers that anonymisers blank: the SOP class and instance from each file's meta header (the
-    same values, by the standard); a missing study or series UID is derived from the Frame of Reference (stable,
-    so re-runs agree) with a warning, because such a SEG cannot file into the source study in a PACS."""
+# Type 2 attributes highdicom copies from the source: anonymisers drop them; a SEG writes them empty
+_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "StudyDate",
+          "StudyTime", "ReferringPhysicianName")
+
+
+def _repair_identifiers(datasets: list, folder: str) -> None:
+    """Make the source headers fit a SEG: the SOP class and instance from each file's meta header where an
+    anonymiser blanked them (the same values, by the standard); a missing study or series UID derived from the
+    Frame of Reference (stable, so re-runs agree) with a warning, because such a SEG cannot file into the source
+    study; absent Type 2 attributes empty (never read from elsewhere). A missing Frame of Reference refuses."""
     from pydicom.uid import generate_uid
 
     for ds in datasets:
@@ -98,30 +106,58 @@ def _repair_identifiers(datasets: list, series_dir: Path) -> None:
         if not str(ds.get("SOPInstanceUID", "") or "") and meta is not None:
             ds.SOPInstanceUID = meta.get("MediaStorageSOPInstanceUID", "")
         if not ds.SOPClassUID or not ds.SOPInstanceUID:
-            raise PipelineError(f"{series_dir}: every source image needs a SOP Class and Instance UID, "
-                                f"got none in {Path(ds.filename).name}")
+            raise PipelineError(f"{ds.filename}: every source image of a DICOM SEG needs a SOP Class and Instance "
+                                "UID, this one has none")
+        if not str(ds.get("FrameOfReferenceUID", "") or ""):
+            raise PipelineError(f"{ds.filename}: a DICOM SEG needs its source's Frame of Reference UID (0020,0052) "
+                                "to place its frames, this image has none; use --output-format nifti")
+        for keyword in _TYPE2:
+            if keyword not in ds:
+                setattr(ds, keyword, None)
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID"):
         if not all(str(ds.get(keyword, "") or "") for ds in datasets):
-            seed = [keyword, str(datasets[0].get("FrameOfReferenceUID", "")), str(series_dir.resolve())]
+            seed = [keyword, str(datasets[0].get("FrameOfReferenceUID", "")), str(Path(folder).resolve())]
             derived = generate_uid(entropy_srcs=seed)
             logger.warning("%s: the source series has no %s; the SEG uses %s, derived from its frame of "
-                           "reference, and will not file into the source study in a PACS", series_dir, keyword,
+                           "reference, and will not file into the source study in a PACS", folder, keyword,
                            derived)
             for ds in datasets:
                 setattr(ds, keyword, derived)
 
 
-def _source_datasets(series_dir: Path) -> list:
-    import pydicom
-    import SimpleITK as sitk
+def _series_of(source: DicomSeries | str | os.PathLike) -> DicomSeries:
+    """The series itself, or the only image series of a folder, checked as the reader checks it."""
+    from pipeline.io.dicom_series import find_series
 
-    ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(series_dir))
-    if len(ids) != 1:
-        raise PipelineError(f"{series_dir}: a DICOM SEG needs exactly one source series in the folder, got {len(ids)}")
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(series_dir), ids[0])  # sorted by position, as read
-    datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]  # the SEG needs no source pixels
-    _repair_identifiers(datasets, series_dir)
+    return source if isinstance(source, DicomSeries) else find_series(source)
+
+
+def _sources(series: DicomSeries) -> list:
+    """Copies of the source headers, repaired for a SEG (the series' own stay as read)."""
+    import copy
+
+    datasets = [copy.deepcopy(ds) for ds in series.datasets]
+    for ds in datasets:
+        if "PixelData" in ds:  # a SEG needs no source pixels (and they were never loaded)
+            del ds.PixelData
+    _repair_identifiers(datasets, series.folder)
     return datasets
+
+
+def _frames(labels: np.ndarray, series: DicomSeries, rows: int, cols: int) -> np.ndarray:
+    """``(source images or frames, rows, columns)``: the label map's slices that an image holds, in the order
+    highdicom pairs them with the sources (file order; frame order of an enhanced image)."""
+    grid = series.geometry.shape
+    array = np.asarray(labels)
+    if array.shape != grid:
+        raise PipelineError(f"{series.folder}: the label map must have the series' shape {grid}, got {array.shape}")
+    if array.ndim == 2:
+        array = array[:, :, None]
+    refs = sorted(series.slices, key=lambda s: (s.frame,)) if series.enhanced else series.slices
+    frames = np.stack([array[:, :, ref.index].T for ref in refs]).astype(np.uint8)
+    if frames.shape[1:] != (rows, cols):
+        raise PipelineError(f"{series.folder}: the label map's slices must be {rows}x{cols}, got {frames.shape[1:]}")
+    return np.ascontiguousarray(frames)
 
 
 def _descriptions(names: Mapping[int, str], algorithm: SegAlgorithm) -> list:
@@ -142,13 +178,13 @@ def _descriptions(names: Mapping[int, str], algorithm: SegAlgorithm) -> list:
     return out
 
 
-def write_dicom_seg(labels: np.ndarray, series_dir: str | os.PathLike, dest: str | os.PathLike,
+def write_dicom_seg(labels: np.ndarray, source: DicomSeries | str | os.PathLike, dest: str | os.PathLike,
                     names: Mapping[int, str], algorithm: SegAlgorithm, notes: str = "") -> Path:
-    """Write the label map of a DICOM series as a DICOM SEG, atomically.
+    """Write the label map of a DICOM series as a DICOM SEG, atomically, read back before its rename.
 
     Args:
-        labels: ``(X, Y, Z)`` label ids on the series' grid (as read by :func:`pipeline.io.read_image`).
-        series_dir: the folder of the source series.
+        labels: label ids on the series' grid (``(X, Y, Z)``, as :func:`pipeline.io.read_image` reads it).
+        source: the series as read (``Volume.dicom``), or the folder of its only series.
         dest: the SEG file.
         names: label id -> name for every foreground label of the model (ids 1..N); id 0 is background.
         algorithm: name, version and model hash for the algorithm identification.
@@ -158,35 +194,48 @@ def write_dicom_seg(labels: np.ndarray, series_dir: str | os.PathLike, dest: str
         ``dest``.
 
     Raises:
-        PipelineError: the folder does not hold one series, or the label map does not match its frames.
+        PipelineError: the label map does not match the series, a source lacks what a SEG needs, or the file
+            reads back different.
+        DiskFullError: the file system is full (nothing is left under either name).
     """
     import highdicom as hd
 
-    sources = _source_datasets(Path(series_dir))
-    frames = np.ascontiguousarray(np.asarray(labels).transpose(2, 1, 0)).astype(np.uint8)  # (slices, rows, cols)
+    series = _series_of(source)
+    sources = _sources(series)
     rows, cols = int(sources[0].Rows), int(sources[0].Columns)
-    if frames.shape != (len(sources), rows, cols):
-        raise PipelineError(f"{series_dir}: the label map must have the series' shape (slices, rows, columns) "
-                            f"{(len(sources), rows, cols)}, got {frames.shape}")
+    frames = _frames(labels, series, rows, cols)
     segments = {int(k): str(v) for k, v in names.items() if int(k) > 0}
     numbers = sorted(segments)
     if numbers != list(range(1, len(numbers) + 1)) or int(frames.max(initial=0)) > len(numbers):
-        raise PipelineError(f"{series_dir}: label ids must be 1..N with a name each, got names for {numbers} and "
+        raise PipelineError(f"{series.folder}: label ids must be 1..N with a name each, got names for {numbers} and "
                             f"values up to {int(frames.max(initial=0))}")
     first = sources[0]
     seg = hd.seg.Segmentation(
         source_images=sources, pixel_array=frames, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=_descriptions(segments, algorithm),
         series_instance_uid=hd.UID(), series_number=int(getattr(first, "SeriesNumber", 0) or 0) + 1000,
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="unetpp-pipeline",
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer=SEG_MANUFACTURER,
         manufacturer_model_name=algorithm.name[:64], software_versions=algorithm.version[:64],
         device_serial_number="none", content_description=notes[:64] or None, content_label="SEGMENTATION",
-        series_description=f"Segmentation ({algorithm.name})"[:64], omit_empty_frames=True)
+        series_description=f"Segmentation ({algorithm.name})"[:64],
+        omit_empty_frames=bool(frames.any()))  # highdicom keeps every frame of an empty map anyway, with a warning
     dest = Path(dest)
     with atomic_path(dest, suffix=SEG_SUFFIX) as tmp:
         seg.save_as(str(tmp))
+        _verify(tmp, series, frames, dest)
     logger.info("wrote DICOM SEG %s (%d segments, %d frames)", dest, len(numbers), int(seg.NumberOfFrames))
     return dest
+
+
+def _verify(tmp: Path, series: DicomSeries, frames: np.ndarray, dest: Path) -> None:
+    """Read the written SEG back: its frames must be the label map's, or the write did not complete."""
+    try:
+        again = _frames(read_dicom_seg(tmp, series), series, frames.shape[1], frames.shape[2])
+    except Exception as exc:
+        raise_if_disk_full(exc, dest)
+        raise ImageWriteError(dest, f"the DICOM SEG does not read back ({str(exc).splitlines()[0][:160]})") from exc
+    if not np.array_equal(again, frames):
+        raise ImageWriteError(dest, "the DICOM SEG reads back different from the label map")
 
 
 def read_seg_notes(path: str | os.PathLike) -> str | None:
@@ -201,18 +250,37 @@ def read_seg_notes(path: str | os.PathLike) -> str | None:
         else None
 
 
-def read_dicom_seg(path: str | os.PathLike, series_dir: str | os.PathLike) -> np.ndarray:
+def read_dicom_seg(path: str | os.PathLike, source: DicomSeries | str | os.PathLike) -> np.ndarray:
     """The label map of a SEG on its source series' grid, ``(X, Y, Z)`` as :func:`pipeline.io.read_image` reads
-    the series (frames the SEG omits as empty are zeros).
+    the series (frames the SEG omits as empty, and slices no image holds, are zeros).
 
     Args:
         path: the SEG file.
-        series_dir: the folder of its source series.
+        source: the series as read (``Volume.dicom``), or the folder of its only series.
+
+    Raises:
+        ImageReadError: the file is not a readable SEG of that series (named, with the reason).
     """
     import highdicom as hd
 
-    sources = _source_datasets(Path(series_dir))
-    seg = hd.seg.segread(str(path))
-    frames = seg.get_pixels_by_source_instance([str(ds.SOPInstanceUID) for ds in sources], combine_segments=True,
-                                               assert_missing_frames_are_empty=True)
-    return np.asarray(frames).transpose(2, 1, 0)
+    series = _series_of(source)
+    try:
+        seg = hd.seg.segread(str(path))
+        if series.enhanced:
+            refs = sorted(series.slices, key=lambda s: s.frame)
+            uid = instance_uid(series.datasets[0])
+            frames = seg.get_pixels_by_source_frame(uid, [r.frame for r in refs], combine_segments=True,
+                                                    assert_missing_frames_are_empty=True)
+        else:
+            refs = series.slices
+            uids = [instance_uid(ds) for ds in series.datasets]
+            frames = seg.get_pixels_by_source_instance(uids, combine_segments=True,
+                                                       assert_missing_frames_are_empty=True)
+    except Exception as exc:
+        raise ImageReadError(path, f"not a readable DICOM SEG of {series.folder} "
+                             f"({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from exc
+    labels = np.zeros(series.geometry.shape if series.geometry.ndim == 3 else (*series.geometry.shape, 1),
+                      np.uint8)
+    for ref, frame in zip(refs, np.asarray(frames)):
+        labels[:, :, ref.index] = frame.T
+    return labels if series.geometry.ndim == 3 else labels[:, :, 0]

@@ -1,6 +1,8 @@
 """Read medical images with their full geometry: NIfTI, NRRD, MHA/MHD files and DICOM series folders.
 
-SimpleITK does the reading (GDCM for DICOM, so JPEG-2000 series work). Arrays come back in index order
+SimpleITK does the reading. A DICOM folder's headers are sorted and checked with pydicom
+(:mod:`pipeline.io.dicom_scan`, :mod:`pipeline.io.dicom_series`: series by UID, slices by position, gaps and
+duplicates found, never an invented grid) and its pixels decoded by GDCM (JPEG 2000 included). Arrays come back in index order
 (x, y[, z]), the order MONAI and nibabel use, with a :class:`~pipeline.io.geometry.Geometry` that a writer
 can put back exactly. Bundles read through MONAI's ``LoadImaged(reader="ITKReader")`` instead; tests check
 that both agree on the geometry.
@@ -31,6 +33,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from pipeline.errors import ImageReadError
+from pipeline.io.dicom_scan import scan_dicom_folder
+from pipeline.io.dicom_series import DicomSeries, find_series, read_series
 from pipeline.io.geometry import Geometry
 from pipeline.io.integrity import check_complete, check_fits
 
@@ -42,6 +46,7 @@ __all__ = [
     "is_dicom_series",
     "is_image_file",
     "read_case",
+    "read_dicom",
     "read_header",
     "read_image",
 ]
@@ -85,11 +90,14 @@ class Volume:
             files, vector images, stacked channel files).
         geometry: the grid.
         path: where it was read from (the first file of a multi-file case).
+        dicom: for a DICOM series, the series as read (its slices and source headers, for a DICOM SEG, and its
+            warnings). Defaults to None.
     """
 
     array: np.ndarray
     geometry: Geometry
     path: str = ""
+    dicom: DicomSeries | None = None
 
     @property
     def channels(self) -> int:
@@ -108,19 +116,32 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).is_file() and bool(image_suffix(path))
 
 
-def _dicom_series(folder: Path) -> dict[str, tuple[str, ...]]:
-    """Series UID -> file names of the DICOM series directly in ``folder`` (not its sub-folders)."""
-    ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    return {sid: tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid)) for sid in ids}
-
-
 def is_dicom_series(path: str | os.PathLike) -> bool:
-    """True for a folder that directly holds the files of at least one DICOM series."""
+    """True for a folder that directly holds the images of at least one DICOM series."""
     folder = Path(path)
-    return folder.is_dir() and bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    return folder.is_dir() and bool(scan_dicom_folder(folder).groups)
 
 
-def _short(exc: Exception) -> str:
+def read_dicom(folder: str | os.PathLike, key: str | None = None) -> Volume:
+    """Read one DICOM image series of a folder, its grid checked (:mod:`pipeline.io.dicom_series`).
+
+    Args:
+        folder: the folder.
+        key: which series (a :class:`~pipeline.io.dicom_scan.DicomGroup` key); None for the folder's only one.
+
+    Returns:
+        A :class:`Volume` whose ``dicom`` holds the series (slices, source headers, warnings).
+
+    Raises:
+        ImageReadError: no such series, several without a key, or a series that breaks a rule (one line).
+    """
+    series = find_series(folder, key)
+    array = read_series(series)
+    logger.debug("read %s: %s %s", folder, array.dtype, series.geometry.describe())
+    return Volume(array=array, geometry=series.geometry, path=str(folder), dicom=series)
+
+
+def short_itk_message(exc: Exception) -> str:
     """First informative line of a SimpleITK/ITK exception (they run to many lines of C++ context)."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     for ln in lines:
@@ -138,6 +159,11 @@ def _short(exc: Exception) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def _pixel_type(dtype: np.dtype) -> str:
+    """SimpleITK's name of a numpy type (``"16-bit signed integer"``...)."""
+    return sitk.GetPixelIDValueAsString(sitk.GetImageFromArray(np.zeros((1, 1), dtype)).GetPixelID())
+
+
 def _check_readable(path: Path) -> None:
     if not path.exists():
         raise ImageReadError(path, "no such file or folder")
@@ -147,23 +173,11 @@ def _check_readable(path: Path) -> None:
         )
 
 
-def _series_files(folder: Path) -> tuple[str, ...]:
-    series = _dicom_series(folder)
-    if not series:
-        raise ImageReadError(folder, "the folder holds no DICOM series (expected the .dcm files of one series)")
-    if len(series) > 1:
-        sizes = ", ".join(f"{sid} ({len(files)} files)" for sid, files in series.items())
-        raise ImageReadError(folder, f"a DICOM folder must hold one series, found {len(series)}: {sizes}")
-    return next(iter(series.values()))
-
-
 def _check_dims(path: Path, image) -> None:
     dims = image.GetDimension()
     if dims not in (2, 3, 4):
         raise ImageReadError(path, f"expected a 2D or 3D image (or 3D with channels on a fourth axis), got {dims} "
                              f"dimensions (size {image.GetSize()})")
-    if dims == 4 and path.is_dir():
-        raise ImageReadError(path, "a DICOM series must be 2D or 3D")
 
 
 def _geometry(image) -> Geometry:
@@ -193,14 +207,14 @@ def read_header(path: str | os.PathLike) -> ImageHeader:
     p = Path(path)
     _check_readable(p)
     if p.is_dir():
-        vol_img = _read_sitk(p)
-        return ImageHeader(str(p), _geometry(vol_img), vol_img.GetPixelIDTypeAsString(), _components(vol_img))
+        volume = read_dicom(p)
+        return ImageHeader(str(p), volume.geometry, _pixel_type(volume.array.dtype))
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(p))
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
-        raise ImageReadError(p, _short(exc)) from exc
+        raise ImageReadError(p, short_itk_message(exc)) from exc
     _check_dims(p, reader)
     return ImageHeader(str(p), _geometry(reader), sitk.GetPixelIDValueAsString(reader.GetPixelID()),
                        _components(reader))
@@ -208,14 +222,9 @@ def read_header(path: str | os.PathLike) -> ImageHeader:
 
 def _read_sitk(path: Path) -> sitk.Image:
     try:
-        if path.is_dir():
-            reader = sitk.ImageSeriesReader()
-            reader.SetFileNames(_series_files(path))
-            image = reader.Execute()
-        else:
-            image = sitk.ReadImage(str(path))
+        image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise ImageReadError(path, _short(exc)) from exc
+        raise ImageReadError(path, short_itk_message(exc)) from exc
     _check_dims(path, image)
     return image
 
@@ -257,6 +266,10 @@ def read_image(path: str | os.PathLike, dtype: np.dtype | str | None = None) -> 
     """
     p = Path(path)
     _check_readable(p)
+    if p.is_dir():
+        volume = read_dicom(p)
+        return volume if dtype is None else Volume(volume.array.astype(dtype, copy=False), volume.geometry,
+                                                   volume.path, volume.dicom)
     if p.is_file():  # before any voxel: a header declaring a huge grid, data shorter than declared
         header = read_header(p)
         size = "x".join(map(str, header.geometry.shape))

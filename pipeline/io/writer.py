@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from pipeline.errors import DiskFullError, ImageReadError, ImageWriteError
-from pipeline.io.atomic import atomic_path, free_bytes
+from pipeline.errors import ImageReadError, ImageWriteError
+from pipeline.io.atomic import atomic_path, raise_if_disk_full
 from pipeline.io.geometry import Geometry
 from pipeline.io.integrity import check_complete
 from pipeline.io.reader import IMAGE_SUFFIXES, image_suffix
@@ -33,8 +33,6 @@ logger = logging.getLogger(__name__)
 _COMPRESSIBLE = (".nrrd", ".mha", ".nii.gz")
 # ITK's key for a free-text header line: NIfTI descrip, a NRRD/MetaImage field
 _NOTES = "ITK_FileNotes"
-# a write that reads back wrong on a file system with less free space than this ran out of space
-_FULL_BELOW = 1 << 20
 
 
 def label_suffix_for(input_path: str | os.PathLike) -> str:
@@ -70,9 +68,7 @@ def _verify(tmp: Path, image: sitk.Image, dest: Path) -> None:
     else:
         why = "its voxels read back different"
     if not same:
-        free = free_bytes(tmp.parent)
-        if free is not None and free < _FULL_BELOW:
-            raise DiskFullError(dest, free)
+        raise_if_disk_full(ImageWriteError(dest, why), dest)
         raise ImageWriteError(dest, f"the file written is incomplete or damaged: {why}")
 
 
@@ -122,9 +118,7 @@ def write_image(array: np.ndarray, geometry: Geometry, path: str | os.PathLike,
     except ImageWriteError:
         raise
     except (RuntimeError, OSError) as exc:
-        free = free_bytes(dest.parent) if dest.parent.is_dir() else None
-        if free is not None and free < _FULL_BELOW:  # ITK's NRRD/MHA writers fail with their own words for it
-            raise DiskFullError(dest, free) from exc
+        raise_if_disk_full(exc, dest)  # ITK's NRRD/MHA writers fail with their own words for it
         raise ImageWriteError(dest, str(exc).strip().splitlines()[-1]) from exc
     logger.debug("wrote %s (%s, %s)", dest, arr.dtype, geometry.describe())
     return dest
