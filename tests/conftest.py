@@ -54,7 +54,8 @@ class SmallDisk:
     """A folder on a file system that fills up after ``size`` bytes.
 
     ``kind`` is ``tmpfs`` (a real size-limited tmpfs, mounted where the tests run as root) or ``hook`` (elsewhere:
-    ITK's writes are cut short after ``size`` bytes and Python's writes raise ENOSPC, as a full disk does).
+    ITK's writes are cut short after ``size`` bytes, Python's writes raise ENOSPC, as a full disk does, and
+    pydicom's raise an OSError without errno, as pydicom does on a full disk).
     """
 
     def __init__(self, path: Path, kind: str) -> None:
@@ -99,6 +100,18 @@ def _install_write_hook(monkeypatch: pytest.MonkeyPatch, root: Path, size: int) 
             raise OSError(errno.ENOSPC, "No space left on device", str(self))
         return real_text(self, data, *args, **kwargs)
 
+    import pydicom.dataset
+
+    real_save = pydicom.dataset.Dataset.save_as
+
+    def short_save(self, filename, *args, **kwargs):  # pydicom on a full disk: an OSError without errno
+        real_save(self, filename, *args, **kwargs)
+        if Path(filename).resolve().is_relative_to(root.resolve()) and used() > size:
+            with open(filename, "r+b") as handle:
+                handle.truncate(max(0, Path(filename).stat().st_size - (used() - size)))
+            raise OSError(f"could not write {filename}")
+
+    monkeypatch.setattr(pydicom.dataset.Dataset, "save_as", short_save)
     monkeypatch.setattr(sitk, "WriteImage", short_write)
     monkeypatch.setattr(Path, "write_text", text)
     free = lambda folder: max(0, size - used()) if Path(folder).resolve().is_relative_to(root.resolve()) \
@@ -132,6 +145,7 @@ def write_dicom_series(folder: Path, volume, spacing=(0.8, 0.8, 2.5), tilt_deg: 
     import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.valuerep import format_number_as_ds
 
     folder.mkdir(parents=True, exist_ok=True)
     a, b = np.deg2rad(tilt_deg), np.deg2rad(tilt_deg / 2)
@@ -153,9 +167,9 @@ def write_dicom_series(folder: Path, volume, spacing=(0.8, 0.8, 2.5), tilt_deg: 
             "20260101", "120000", "1", "A1", ""
         ds.Modality, ds.SeriesNumber, ds.InstanceNumber, ds.Manufacturer = "CT", 3, k + 1, "synthetic"
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.ImageOrientationPatient = [float(v) for v in (*row, *col)]
+        ds.ImageOrientationPatient = [format_number_as_ds(float(v)) for v in (*row, *col)]  # DS: 16 characters
         shift = k * spacing[2] * np.tan(np.deg2rad(gantry_deg)) * col
-        ds.ImagePositionPatient = [float(v) for v in k * spacing[2] * normal + shift]
+        ds.ImagePositionPatient = [format_number_as_ds(float(v)) for v in k * spacing[2] * normal + shift]
         if gantry_deg:
             ds.GantryDetectorTilt = gantry_deg
         ds.PixelSpacing, ds.SliceThickness = [spacing[1], spacing[0]], spacing[2]
@@ -188,3 +202,17 @@ def tiny_parser():
         return parser
 
     return make
+
+
+def check_dciodvfy(path: Path) -> None:
+    """Assert that dicom3tools' dciodvfy finds no Error in the DICOM file ``path``; skip the rest of the test,
+    saying so, where dciodvfy is not installed (call it last)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("dciodvfy"):
+        pytest.skip("dciodvfy (Debian: dicom3tools) is not installed; `make install` installs it where apt runs "
+                    "as root")
+    proc = subprocess.run(["dciodvfy", str(path)], check=False, capture_output=True, text=True, timeout=120)
+    lines = (proc.stdout + proc.stderr).splitlines()
+    assert lines and not [line for line in lines if line.startswith("Error")], lines

@@ -32,13 +32,12 @@ from pipeline.errors import PipelineError
 from pipeline.io import read_notes
 from pipeline.io.atomic import temporary_pattern
 from pipeline.io.dicom_seg import SEG_SUFFIX, read_seg_notes
+from pipeline.io.writer import PROVENANCE_PREFIX
 
 __all__ = ["PROVENANCE_PREFIX", "OutputFolder", "Provenance"]
 
 logger = logging.getLogger(__name__)
 
-#: start of the provenance line in every label map the job writes
-PROVENANCE_PREFIX = "pipeline segment "
 
 
 @dataclass(frozen=True)

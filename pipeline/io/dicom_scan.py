@@ -30,14 +30,12 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["PROVENANCE_PREFIX", "SEG_MANUFACTURER", "DicomGroup", "FolderScan", "IgnoredFile", "scan_dicom_folder"]
+__all__ = ["SEG_MANUFACTURER", "DicomGroup", "FolderScan", "IgnoredFile", "scan_dicom_folder"]
 
 logger = logging.getLogger(__name__)
 
 #: the Manufacturer this project writes into its DICOM SEGs
 SEG_MANUFACTURER = "unetpp-pipeline"
-#: start of the provenance line in every label map the batch job writes (a SEG's Content Description)
-PROVENANCE_PREFIX = "pipeline segment "
 
 # objects with pixel data that are not images of the patient to segment, and objects without any
 _NOT_IMAGES = {"SEG", "SR", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "RTIMAGE", "PR", "KO", "REG", "RWV",
@@ -144,12 +142,14 @@ def _has_preamble(path: Path) -> bool:
 
 
 def _read_header(path: Path):
-    """pydicom's dataset with the pixel data deferred (not loaded); warnings about odd values stay quiet."""
+    """pydicom's dataset with the pixel data deferred (not loaded), and whether pydicom hit the end of the file
+    early (it then returns what it read, down to nothing, with a warning only)."""
     import pydicom
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return pydicom.dcmread(str(path), defer_size=1024, force=not _has_preamble(path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = pydicom.dcmread(str(path), defer_size=1024, force=not _has_preamble(path))
+    return ds, any("end of file" in str(w.message).lower() for w in caught)
 
 
 def _pixel_shortfall(ds, size: int) -> str:
@@ -182,6 +182,8 @@ def _sop_name(ds) -> str:
 
 
 def _is_own(ds) -> bool:
+    from pipeline.io.writer import PROVENANCE_PREFIX  # the writer reads images: imported here, not at the top
+
     return ds.get("Modality") == "SEG" and str(ds.get("Manufacturer", "")) == SEG_MANUFACTURER \
         and str(ds.get("ContentDescription", "")).startswith(PROVENANCE_PREFIX)
 
@@ -193,13 +195,16 @@ def _classify(path: Path) -> tuple[str, object]:
     if size == 0:
         return "ignored", IgnoredFile(str(path), "an empty file (0 bytes)", damaged=True)
     try:
-        ds = _read_header(path)
+        ds, cut_short = _read_header(path)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds for damaged files; each is one line
         if _has_preamble(path) or dicom_name:
             return "ignored", IgnoredFile(str(path), f"damaged DICOM: its header cannot be read "
                                           f"({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})",
                                           damaged=True)
         return "ignored", IgnoredFile(str(path), "not a DICOM file")
+    if cut_short and (_has_preamble(path) or dicom_name):
+        return "ignored", IgnoredFile(str(path), f"damaged (truncated): the file ends inside its data "
+                                      f"({size} bytes)", damaged=True)
     meta = getattr(ds, "file_meta", None)
     sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
     if not sop_class and "Rows" not in ds:

@@ -25,12 +25,14 @@ from pipeline.io.geometry import Geometry
 from pipeline.io.integrity import check_complete
 from pipeline.io.reader import IMAGE_SUFFIXES, image_suffix
 
-__all__ = ["label_suffix_for", "read_notes", "write_image"]
+__all__ = ["PROVENANCE_PREFIX", "label_suffix_for", "read_notes", "write_image"]
 
 logger = logging.getLogger(__name__)
 
 # Endings ITK compresses with useCompression (NIfTI is compressed by its .gz ending alone).
 _COMPRESSIBLE = (".nrrd", ".mha", ".nii.gz")
+#: start of the provenance line in every label map the batch job writes (NIfTI descrip, a SEG's Content Description)
+PROVENANCE_PREFIX = "pipeline segment "
 # ITK's key for a free-text header line: NIfTI descrip, a NRRD/MetaImage field
 _NOTES = "ITK_FileNotes"
 

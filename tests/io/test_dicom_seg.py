@@ -13,7 +13,8 @@ import pytest
 from pipeline.io import read_image
 from pipeline.io.dicom_seg import SegAlgorithm, read_dicom_seg, read_seg_notes, segment_codes, write_dicom_seg
 
-from ..conftest import write_dicom_series
+from ..conftest import check_dciodvfy, write_dicom_series
+from .dicom_variants import TYPE2, drop, enhanced_copy, variant
 
 ALGORITHM = SegAlgorithm("UNet++ CT segmentation", "0.2.0", "ab" * 32)
 NAMES = {1: "liver", 2: "left kidney", 3: "lesion"}
@@ -62,6 +63,7 @@ def _check_seg(path, series_dir, labels):
         position = [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
         assert np.allclose(position, [float(v) for v in source.ImagePositionPatient], atol=1e-4)
     assert np.array_equal(read_dicom_seg(path, series_dir), labels)
+    check_dciodvfy(path)
 
 
 def test_oblique_unsorted_series_round_trip(oblique, tmp_path):
@@ -102,6 +104,7 @@ def test_real_series(ct_mr_examples, tmp_path):
     referenced = {i.ReferencedSOPInstanceUID for i in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
     assert referenced == instances and seg.NumberOfFrames > 0
     assert np.array_equal(read_dicom_seg(out, series), labels)
+    check_dciodvfy(out)
 
 
 def test_bad_label_maps_write_nothing(oblique, tmp_path):
@@ -127,3 +130,73 @@ def test_a_label_map_with_nothing_found(oblique, tmp_path):
     seg = hd.seg.segread(str(out))
     assert len(seg.SegmentSequence) == 3 and int(seg.NumberOfFrames) >= 1
     assert not read_dicom_seg(out, oblique).any()
+
+
+def test_an_anonymised_series_without_type2_attributes_gets_them_empty(ct_mr_examples, tmp_path):
+    """Anonymisers drop Type 2 attributes; the SEG writes them empty (highdicom would copy them), refers to every
+    source image, and passes dciodvfy."""
+    series = variant(ct_mr_examples / "example_ct_dicom", tmp_path / "anon", drop(*TYPE2))
+    volume = read_image(series)
+    labels = _labels(volume.array.shape)
+    out = write_dicom_seg(labels, volume.dicom, tmp_path / "seg.dcm", NAMES, ALGORITHM)
+    seg = pydicom.dcmread(out)
+    assert all(keyword in seg and not seg[keyword].value for keyword in TYPE2)
+    assert len(seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence) == 20
+    assert np.array_equal(read_dicom_seg(out, series), labels)
+    check_dciodvfy(out)
+
+
+def test_a_seg_of_a_series_with_a_gap_and_of_an_enhanced_image(ct_mr_examples, tmp_path):
+    """Frames only where an image exists (the filled slice has none); an enhanced image's frames are referenced
+    by frame number, and the SEG reads back on the volume's grid."""
+    gap = read_image(variant(ct_mr_examples / "example_ct_dicom", tmp_path / "gap", lambda f: f[9].unlink()))
+    labels = np.ones(gap.array.shape, np.uint8)
+    out = write_dicom_seg(labels, gap.dicom, tmp_path / "gap_seg.dcm", NAMES, ALGORITHM)
+    expected = labels.copy()
+    expected[..., 9] = 0
+    assert int(pydicom.dcmread(out).NumberOfFrames) == 19 and np.array_equal(read_dicom_seg(out, gap.dicom), expected)
+    volume = np.random.default_rng(2).integers(-100, 200, (24, 20, 9)).astype(np.int16)
+    plain = write_dicom_series(tmp_path / "plain", volume, tilt_deg=20, shuffle=True)
+    enhanced = read_image(enhanced_copy(plain, tmp_path / "enhanced"))
+    labels = _labels(enhanced.array.shape)
+    out = write_dicom_seg(labels, enhanced.dicom, tmp_path / "enhanced_seg.dcm", NAMES, ALGORITHM)
+    assert np.array_equal(read_dicom_seg(out, enhanced.dicom), labels)
+    check_dciodvfy(out)
+
+
+def test_a_seg_that_does_not_read_back_is_never_renamed(oblique, tmp_path, monkeypatch):
+    import pydicom.dataset
+
+    from pipeline.errors import ImageWriteError
+
+    real = pydicom.dataset.Dataset.save_as
+
+    def short(self, filename, *args, **kwargs):  # what a write cut off by the disk leaves, with no error
+        real(self, filename, *args, **kwargs)
+        with open(filename, "r+b") as handle:
+            handle.truncate(2000)
+    monkeypatch.setattr(pydicom.dataset.Dataset, "save_as", short)
+    with pytest.raises(ImageWriteError, match="seg.dcm.*the DICOM SEG does not read back"):
+        write_dicom_seg(_labels(read_image(oblique).array.shape), oblique, tmp_path / "seg.dcm", NAMES, ALGORITHM)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_full_disk_is_recognised_however_the_writer_raises_it(oblique, tmp_path, monkeypatch):
+    """pydicom re-raises the write error as an OSError without errno: the free space tells."""
+    import pydicom.dataset
+
+    from pipeline.errors import DiskFullError
+    from pipeline.io import atomic
+
+    def full(self, filename, *args, **kwargs):
+        open(filename, "wb").close()
+        raise OSError("could not write the data set")
+    monkeypatch.setattr(pydicom.dataset.Dataset, "save_as", full)
+    labels = _labels(read_image(oblique).array.shape)
+    monkeypatch.setattr(atomic, "free_bytes", lambda folder: 100)
+    with pytest.raises(DiskFullError, match="seg.dcm': no space left on the device"):
+        write_dicom_seg(labels, oblique, tmp_path / "seg.dcm", NAMES, ALGORITHM)
+    monkeypatch.setattr(atomic, "free_bytes", lambda folder: 1 << 40)
+    with pytest.raises(OSError, match="could not write the data set") as exc:
+        write_dicom_seg(labels, oblique, tmp_path / "seg.dcm", NAMES, ALGORITHM)
+    assert not isinstance(exc.value, DiskFullError) and not list(tmp_path.iterdir())
