@@ -227,9 +227,8 @@ def discover(path: str | os.PathLike, channels: int = 1) -> Discovery:
     p = Path(path)
     if p.is_file() and p.suffix.lower() == ".csv":
         return Discovery(_csv_cases(p, int(channels)), [])
-    find_images(p)  # the same checks of the path
-    if p.is_file():
-        files, scans = [str(p)], []
+    if p.is_file() or not p.exists():
+        files, scans = find_images(p), []  # its checks of the path
     else:
         files, scans = _walk(p)
     ignored = [item for scan in scans for item in scan.ignored]

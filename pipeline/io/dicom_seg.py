@@ -1,19 +1,22 @@
 """DICOM Segmentation objects for label maps of DICOM series, encoded by highdicom (never by hand).
 
-The SEG is a binary segmentation on the source series' own frames: frame ``k`` of the label map (index order
-``(X, Y, Z)``, as :func:`pipeline.io.read_image` reads a series) belongs to the ``k``-th source image in the order
-GDCM sorts the series by position, which is the order the volume was built in, whatever the file names. highdicom
-takes each frame's plane position from its source image, so oblique and gantry-tilted series keep their geometry.
+The SEG is a binary segmentation on the source series' own frames: slice ``k`` of the label map (index order
+``(X, Y, Z)``, as :func:`pipeline.io.read_image` reads a series) belongs to the image the reader put there
+(:class:`~pipeline.io.dicom_series.DicomSeries`: sorted by position, whatever the file names; an enhanced image's
+frames by frame number); slices the reader filled have no image and no frame. highdicom takes each frame's plane
+position from its source image, so oblique and gantry-tilted series keep their geometry.
 
-What it holds: the Study Instance UID, Frame of Reference, patient and study attributes of the source; a new Series
-Instance UID and number (the source's + 1000); references to the source series and every source SOP instance;
-one segment per foreground label, with its name, a SNOMED CT category and type (:func:`segment_codes`), a display
-colour, and the algorithm (name, version, the model file's SHA-256). Empty frames are not written
-(``omit_empty_frames``); a label the model did not find still has its segment description. The provenance line of
-the batch job is the Content Description, so a re-run recognises its own files.
+What it holds: the Study Instance UID, Frame of Reference, patient and study attributes of the source (absent Type 2
+attributes written empty); a new Series Instance UID and number (the source's + 1000); references to the source
+series and every source instance read; one segment per foreground label, with its name, a SNOMED CT category and
+type (:func:`segment_codes`), a display colour, and the algorithm (name, version, the model file's SHA-256). Empty
+frames are not written (``omit_empty_frames``); a label the model did not find still has its segment description.
+The provenance line of the batch job is the Content Description, so a re-run recognises its own files. The file
+is read back before its rename; a full disk raises :class:`~pipeline.errors.DiskFullError` however pydicom
+reports it.
 
 Example:
-    >>> write_dicom_seg(labels, "scans/ct_series", "out/ct_series_seg.dcm", {1: "liver"},
+    >>> write_dicom_seg(labels, volume.dicom, "out/ct_series_seg.dcm", {1: "liver"},
     ...                 SegAlgorithm("UNet++ CT", "0.2.0", "3f2a..."), "pipeline segment 0123")  # doctest: +SKIP
 """
 
