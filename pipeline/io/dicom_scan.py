@@ -222,6 +222,10 @@ def _classify(path: Path) -> tuple[str, object]:
                                       damaged=True)
     if "PixelData" not in ds or "Rows" not in ds:
         return "ignored", IgnoredFile(str(path), f"{_sop_name(ds)} without pixel data: not an image to segment")
+    missing = [k for k in ("Columns", "BitsAllocated") if k not in ds]
+    if missing:
+        return "ignored", IgnoredFile(str(path), f"damaged: an image header without {' or '.join(missing)}",
+                                      damaged=True)
     short = _pixel_shortfall(ds, size)
     if short:
         return "ignored", IgnoredFile(str(path), short, damaged=True)
@@ -256,6 +260,10 @@ def scan_dicom_folder(folder: str | os.PathLike) -> FolderScan:
             kind, value = _classify(path)
         except OSError as exc:  # vanished or unreadable between listing and reading
             kind, value = "ignored", IgnoredFile(str(path), f"cannot be read ({exc.strerror or exc})", damaged=True)
+        except Exception as exc:  # noqa: BLE001 - a header with values of the wrong kind: this file, not the job
+            first = (str(exc).splitlines() or [""])[0][:120]
+            kind, value = "ignored", IgnoredFile(str(path), f"damaged DICOM: its header has values of the wrong "
+                                                 f"kind ({first})", damaged=True)
         if kind == "image":
             series = str(value.get("SeriesInstanceUID", "") or "") or "no-series-uid"
             groups.setdefault((series, str(value.get("SOPClassUID", "") or "")), []).append(value)

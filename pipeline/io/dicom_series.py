@@ -259,6 +259,15 @@ def assemble_series(group: DicomGroup) -> DicomSeries:
     Raises:
         ImageReadError: the series breaks a rule; the message names a file and the values.
     """
+    try:
+        return _assemble(group)
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:  # values of the wrong kind
+        first = (str(exc).splitlines() or [""])[0][:160]
+        raise ImageReadError(group.folder, f"{group.label}: its headers do not describe image planes a volume "
+                             f"can be built from ({first})") from exc
+
+
+def _assemble(group: DicomGroup) -> DicomSeries:
     _check_images(group)
     warnings: list[str] = []
     planes = _dedupe(group, _planes(group), warnings)

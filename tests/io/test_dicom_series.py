@@ -63,16 +63,21 @@ def test_a_missing_slice_keeps_the_true_spacing_and_is_filled_with_a_warning(ct,
     assert [s.index for s in read.dicom.slices] == kept, "no image is claimed for the filled slice"
 
 
-@pytest.mark.parametrize("how", ["empty", "truncated"])
-def test_a_damaged_slice_is_named_once_and_read_as_a_gap(ct, tmp_path, how):
+@pytest.mark.parametrize(("how", "reason"), [("empty", "an empty file (0 bytes)"),
+                                             ("truncated", "damaged (truncated)"),
+                                             ("no_bits", "damaged: an image header without BitsAllocated")])
+def test_a_damaged_slice_is_named_once_and_read_as_a_gap(ct, tmp_path, how, reason):
     series, volume = ct
 
     def damage(files):
+        if how == "no_bits":
+            set_header(files[5], BitsAllocated=None)
+            return
         data = files[5].read_bytes()
         files[5].write_bytes(b"" if how == "empty" else data[: len(data) // 2])
     folder = variant(series, tmp_path / how, damage)
     (ignored,) = scan_dicom_folder(folder).ignored
-    assert ignored.damaged and ("empty file" in ignored.reason if how == "empty" else "truncated" in ignored.reason)
+    assert ignored.damaged and ignored.reason.startswith(reason)
     read = read_image(folder)
     assert read.geometry == volume.geometry and "missing between" in read.dicom.warnings[0]
 
