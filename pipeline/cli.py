@@ -26,6 +26,7 @@ import logging
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -405,6 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:  # pydicom and highdicom narrate each file (odd encodings read anyway, attributes copied);
         logging.getLogger("pydicom").setLevel(logging.ERROR)  # the job names what matters about each file itself
         logging.getLogger("highdicom").setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom\.")
     try:
         return int(args.func(args) or 0)
     except (PipelineError, ValueError) as exc:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import DatasetError
-from pipeline.io.dicom_scan import FolderScan, IgnoredFile, scan_dicom_folder
+from pipeline.io.dicom_scan import FolderScan, IgnoredFile, scan_dicom_folder, sniff_dicom
 from pipeline.io.reader import IMAGE_SUFFIXES, image_suffix
 
 __all__ = ["NNUNET_CHANNEL", "Discovery", "InputCase", "discover", "find_cases", "find_images", "looks_like_dicom"]
@@ -76,7 +76,11 @@ class Discovery:
 
 
 def looks_like_dicom(path: Path) -> bool:
-    """True for a file with the DICOM preamble (``DICM`` at byte 128) or a DICOM ending (``.dcm``...)."""
+    """True for a file with the DICOM preamble (``DICM`` at byte 128) or a DICOM ending (``.dcm``...).
+
+    Args:
+        path: the file.
+    """
     if path.suffix.lower() in (".dcm", ".dicom", ".dic", ".ima"):
         return True
     try:
@@ -96,8 +100,11 @@ def _walk(root: Path) -> tuple[list[str], list[FolderScan]]:
         here = Path(folder)
         visible = [f for f in sorted(names) if not f.startswith(".")]
         # hidden files (the job's own temporaries among them) are never inputs; every other image file is
-        files += [str(here / f) for f in visible if image_suffix(f)]
-        if any(looks_like_dicom(here / f) for f in visible if not image_suffix(f)):
+        images = [str(here / f) for f in visible if image_suffix(f)]
+        files += images
+        others = [here / f for f in visible if not image_suffix(f)]
+        # raw data sets (no preamble, no ending) are tried on a few files of folders without other images
+        if any(looks_like_dicom(p) for p in others) or (not images and any(sniff_dicom(p) for p in others[:3])):
             scan = scan_dicom_folder(here)
             if scan.is_dicom:
                 scans.append(scan)

@@ -103,6 +103,17 @@ def _volumes(labels: np.ndarray, spacing: tuple[float, ...], names: dict[str, st
             if str(k) != "0" and int(k) < len(counts)}
 
 
+def _as_stored(labels: np.ndarray, series) -> np.ndarray:
+    """The label map as a SEG stores it: slices that no image holds (a filled gap) have no frame, so their labels
+    count in no volume (a re-run that reads the SEG back reports the same volumes)."""
+    filled = sorted(set(range(labels.shape[-1])) - {s.index for s in series.slices}) if labels.ndim == 3 else []
+    if not filled:
+        return labels
+    stored = labels.copy()
+    stored[..., filled] = 0
+    return stored
+
+
 class _Job:
     """One run of :func:`segment` over this shard's cases (see the module docstring)."""
 
@@ -167,8 +178,9 @@ class _Job:
             write_image(labels_map, case.volume.geometry, case.output, notes=self.provenance.line)
         if case.warning:
             logger.warning("%s: %s", case.path, case.warning)
+        stored = _as_stored(labels_map, case.volume.dicom) if case.output.name.endswith(SEG_SUFFIX) else labels_map
         return CaseResult(case.name, case.path, str(case.output), "ok", round(time.time() - case.started, 2),
-                          volumes_ml=_volumes(labels_map, case.volume.geometry.spacing, self.labels),
+                          volumes_ml=_volumes(stored, case.volume.geometry.spacing, self.labels),
                           warning=case.warning)
 
     def existing(self, case: _Case) -> dict[str, float]:

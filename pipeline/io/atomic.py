@@ -59,17 +59,23 @@ def free_bytes(folder: str | os.PathLike) -> int | None:
     return int(stats.f_bavail * stats.f_frsize)
 
 
+# errors that say something else than "no space", whatever the free space
+_NOT_SPACE = (PermissionError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # a full file system, or this user's quota on it
+
+
 def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes, as Python would print them (a suppressed context is not a cause)."""
     seen: list[BaseException] = []
     while exc is not None and exc not in seen:
         seen.append(exc)
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     return seen
 
 
 def is_disk_full(exc: BaseException, folder: str | os.PathLike, any_error: bool = False) -> bool:
-    """True when ``exc`` means that ``folder``'s file system is full, however the writer raised it: ``ENOSPC``
-    anywhere in its chain of causes, or (libraries such as pydicom re-raise the write error as an ``OSError``
+    """True when ``exc`` means that ``folder``'s file system is full, however the writer raised it: ``ENOSPC`` (or
+    ``EDQUOT``, a quota) anywhere in its chain of causes, or (libraries such as pydicom re-raise the write error as an ``OSError``
     without ``errno``) an ``OSError`` while less than :data:`FULL_BELOW` is free; with ``any_error``, any error
     while so little is free (a file that reads back wrong).
 
@@ -79,8 +85,10 @@ def is_disk_full(exc: BaseException, folder: str | os.PathLike, any_error: bool 
         any_error: count any exception type when the disk is nearly full. Defaults to False.
     """
     chain = _chain(exc)
-    if any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in chain):
+    if any(isinstance(e, OSError) and e.errno in _FULL_ERRNOS for e in chain):
         return True
+    if any(isinstance(e, _NOT_SPACE) for e in chain):
+        return False
     if not any_error and not any(isinstance(e, OSError) for e in chain):
         return False
     free = free_bytes(folder) if Path(folder).is_dir() else None
@@ -89,7 +97,16 @@ def is_disk_full(exc: BaseException, folder: str | os.PathLike, any_error: bool 
 
 def raise_if_disk_full(exc: BaseException, dest: str | os.PathLike, any_error: bool = True) -> None:
     """Raise :class:`~pipeline.errors.DiskFullError` for ``dest`` when ``exc`` means a full disk
-    (:func:`is_disk_full`); otherwise return."""
+    (:func:`is_disk_full`); otherwise return.
+
+    Args:
+        exc: the exception a write raised (or one describing a file that reads back wrong).
+        dest: the file being written.
+        any_error: as :func:`is_disk_full`. Defaults to True.
+
+    Example:
+        >>> raise_if_disk_full(ValueError("not a write problem"), "/tmp/x", any_error=False)  # returns None
+    """
     if isinstance(exc, DiskFullError):
         raise exc
     folder = Path(dest).parent
@@ -124,7 +141,7 @@ def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".part{suffix}", dir=target.parent)
     except OSError as exc:
-        if exc.errno == errno.ENOSPC:
+        if exc.errno in _FULL_ERRNOS:
             raise DiskFullError(target, free_bytes(target.parent)) from exc
         raise
     os.close(fd)
@@ -134,7 +151,7 @@ def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         os.chmod(tmp, _MODE)
         os.replace(tmp, target)
         _fsync(target.parent, directory=True)
-    except Exception as exc:
+    except Exception as exc:  # whatever the writer raised: a full disk is told apart, the rest re-raised as is
         raise_if_disk_full(exc, target, any_error=False)
         raise
     finally:

@@ -26,11 +26,14 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["SEG_MANUFACTURER", "DicomGroup", "FolderScan", "IgnoredFile", "scan_dicom_folder"]
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+__all__ = ["SEG_MANUFACTURER", "DicomGroup", "FolderScan", "IgnoredFile", "scan_dicom_folder", "sniff_dicom"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +114,9 @@ class FolderScan:
     def group(self, key: str | None = None) -> DicomGroup:
         """The group named ``key``; with None, the folder's only group.
 
+        Args:
+            key: a group key, or None.
+
         Raises:
             ImageReadError: no such group, no image at all, or several groups when ``key`` is None.
         """
@@ -141,18 +147,14 @@ def _has_preamble(path: Path) -> bool:
         return False
 
 
-def _read_header(path: Path):
-    """pydicom's dataset with the pixel data deferred (not loaded), and whether pydicom hit the end of the file
-    early (it then returns what it read, down to nothing, with a warning only)."""
+def _read_header(path: Path) -> Dataset:
+    """pydicom's dataset with the pixel data deferred (not loaded)."""
     import pydicom
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        ds = pydicom.dcmread(str(path), defer_size=1024, force=not _has_preamble(path))
-    return ds, any("end of file" in str(w.message).lower() for w in caught)
+    return pydicom.dcmread(str(path), defer_size=1024, force=not _has_preamble(path))
 
 
-def _pixel_shortfall(ds, size: int) -> str:
+def _pixel_shortfall(ds: Dataset, size: int) -> str:
     """Why the pixel data of ``ds`` (a file of ``size`` bytes) cannot be complete, or ``""``."""
     element = ds.get_item("PixelData", keep_deferred=True)
     length = getattr(element, "length", None)
@@ -174,14 +176,31 @@ def _pixel_shortfall(ds, size: int) -> str:
     return ""
 
 
-def _sop_name(ds) -> str:
+def _sop_class(ds: Dataset) -> str:
+    """The SOP Class UID, from the file meta where an anonymiser blanked it."""
+    meta = getattr(ds, "file_meta", None)
+    return str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else "") or "")
+
+
+def _sop_name(ds: Dataset) -> str:
     from pydicom.uid import UID
 
-    uid = str(ds.get("SOPClassUID", "") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", ""))
+    uid = _sop_class(ds)
     return UID(uid).name if uid else "DICOM"
 
 
-def _is_own(ds) -> bool:
+def _series_key(ds: Dataset) -> str:
+    """The Series Instance UID; where an anonymiser blanked it, what else tells series apart (number, frame of
+    reference), so that two such series are never one volume."""
+    uid = str(ds.get("SeriesInstanceUID", "") or "")
+    if uid:
+        return uid
+    number = str(ds.get("SeriesNumber", "") or "").strip()
+    frame = str(ds.get("FrameOfReferenceUID", "") or "")
+    return f"no-series-uid.{number or 'x'}.{frame or 'x'}"
+
+
+def _is_own(ds: Dataset) -> bool:
     from pipeline.io.writer import PROVENANCE_PREFIX  # the writer reads images: imported here, not at the top
 
     return ds.get("Modality") == "SEG" and str(ds.get("Manufacturer", "")) == SEG_MANUFACTURER \
@@ -195,18 +214,17 @@ def _classify(path: Path) -> tuple[str, object]:
     if size == 0:
         return "ignored", IgnoredFile(str(path), "an empty file (0 bytes)", damaged=True)
     try:
-        ds, cut_short = _read_header(path)
+        ds = _read_header(path)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds for damaged files; each is one line
         if _has_preamble(path) or dicom_name:
-            return "ignored", IgnoredFile(str(path), f"damaged DICOM: its header cannot be read "
-                                          f"({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})",
+            first = (str(exc).splitlines() or ["no reason given"])[0][:120]
+            return "ignored", IgnoredFile(str(path), f"damaged DICOM: its header cannot be read ({first})",
                                           damaged=True)
         return "ignored", IgnoredFile(str(path), "not a DICOM file")
-    if cut_short and (_has_preamble(path) or dicom_name):
-        return "ignored", IgnoredFile(str(path), f"damaged (truncated): the file ends inside its data "
+    if len(ds) == 0 and getattr(ds, "file_meta", None) and _has_preamble(path):  # pydicom warns, returns nothing
+        return "ignored", IgnoredFile(str(path), f"damaged (truncated?): no data set after the file meta "
                                       f"({size} bytes)", damaged=True)
-    meta = getattr(ds, "file_meta", None)
-    sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
+    sop_class = _sop_class(ds)
     if not sop_class and "Rows" not in ds:
         return "ignored", IgnoredFile(str(path), "not a DICOM file" if not _has_preamble(path) else
                                       "a DICOM file without a SOP class or image: not an image to segment")
@@ -230,6 +248,26 @@ def _classify(path: Path) -> tuple[str, object]:
     if short:
         return "ignored", IgnoredFile(str(path), short, damaged=True)
     return "image", ds
+
+
+def sniff_dicom(path: str | os.PathLike) -> bool:
+    """True for a file that parses as a DICOM data set with a SOP class or an image, even without the ``DICM``
+    preamble, the file meta or a DICOM ending (raw data sets some exports write).
+
+    Args:
+        path: the file.
+
+    Example:
+        >>> sniff_dicom("/etc/hostname")
+        False
+    """
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path), force=True, stop_before_pixels=True, defer_size=1024)
+        return bool(ds.get("SOPClassUID") or ("Modality" in ds and "Rows" in ds))
+    except Exception:  # noqa: BLE001 - anything pydicom cannot parse is not DICOM here
+        return False
 
 
 def _candidates(folder: Path) -> list[Path]:
@@ -265,8 +303,7 @@ def scan_dicom_folder(folder: str | os.PathLike) -> FolderScan:
             kind, value = "ignored", IgnoredFile(str(path), f"damaged DICOM: its header has values of the wrong "
                                                  f"kind ({first})", damaged=True)
         if kind == "image":
-            series = str(value.get("SeriesInstanceUID", "") or "") or "no-series-uid"
-            groups.setdefault((series, str(value.get("SOPClassUID", "") or "")), []).append(value)
+            groups.setdefault((_series_key(value), _sop_class(value)), []).append(value)
         elif kind == "own":
             scan.own.append(str(path))
         elif kind == "ignored":

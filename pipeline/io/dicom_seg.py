@@ -234,7 +234,7 @@ def _verify(tmp: Path, series: DicomSeries, frames: np.ndarray, dest: Path) -> N
     """Read the written SEG back: its frames must be the label map's, or the write did not complete."""
     try:
         again = _frames(read_dicom_seg(tmp, series), series, frames.shape[1], frames.shape[2])
-    except Exception as exc:
+    except Exception as exc:  # any failure to read it back means a damaged file (or a full disk)
         raise_if_disk_full(exc, dest)
         raise ImageWriteError(dest, f"the DICOM SEG does not read back ({str(exc).splitlines()[0][:160]})") from exc
     if not np.array_equal(again, frames):
@@ -279,9 +279,9 @@ def read_dicom_seg(path: str | os.PathLike, source: DicomSeries | str | os.PathL
             uids = [instance_uid(ds) for ds in series.datasets]
             frames = seg.get_pixels_by_source_instance(uids, combine_segments=True,
                                                        assert_missing_frames_are_empty=True)
-    except Exception as exc:
-        raise ImageReadError(path, f"not a readable DICOM SEG of {series.folder} "
-                             f"({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from exc
+    except Exception as exc:  # pydicom and highdicom raise many kinds for a damaged or foreign file
+        first = (str(exc).splitlines() or ["no reason given"])[0][:160]
+        raise ImageReadError(path, f"not a readable DICOM SEG of {series.folder} ({first})") from exc
     labels = np.zeros(series.geometry.shape if series.geometry.ndim == 3 else (*series.geometry.shape, 1),
                       np.uint8)
     for ref, frame in zip(refs, np.asarray(frames)):

@@ -33,8 +33,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from pipeline.errors import ImageReadError
+from pipeline.io.dicom_pixels import read_series
 from pipeline.io.dicom_scan import scan_dicom_folder
-from pipeline.io.dicom_series import DicomSeries, find_series, read_series
+from pipeline.io.dicom_series import DicomSeries, find_series
 from pipeline.io.geometry import Geometry
 from pipeline.io.integrity import check_complete, check_fits
 

@@ -97,6 +97,10 @@ def test_derived_series_are_segmented_on_a_checked_grid_or_refused_in_one_line(t
     assert "1 slice(s) missing between" in by_case["gap"].warning and "gantry tilt" in by_case["tilted"].warning
     assert "needs a valid Pixel Spacing" in by_case["no_spacing"].error
     assert [Path(i["path"]).name for i in report.ignored] == ["sr.dcm"]
+    again = {c.case: c for c in segment(exported["unetpp_ct_segmentation"], inputs, tmp_path / "out", device="cpu",
+                                        progress=False).cases}
+    assert again["gap"].status == "skipped" and again["gap"].volumes_ml == by_case["gap"].volumes_ml, \
+        "the volumes a re-run reads off the SEG are those the first run reported"
     enhanced = pydicom.dcmread(by_case["enhanced"].output)
     assert enhanced.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPClassUID == \
         "1.2.840.10008.5.1.4.1.1.2.2"  # Legacy Converted Enhanced CT: one file, its frames referenced

@@ -64,7 +64,7 @@ def test_a_missing_slice_keeps_the_true_spacing_and_is_filled_with_a_warning(ct,
 
 
 @pytest.mark.parametrize(("how", "reason"), [("empty", "an empty file (0 bytes)"),
-                                             ("truncated", "damaged (truncated)"),
+                                             ("truncated", "damaged (truncated?)"),
                                              ("no_bits", "damaged: an image header without BitsAllocated")])
 def test_a_damaged_slice_is_named_once_and_read_as_a_gap(ct, tmp_path, how, reason):
     series, volume = ct
@@ -99,6 +99,21 @@ def test_a_wide_gap_and_positions_off_the_grid_are_refused(ct, tmp_path):
         read_image(variant(series, tmp_path / "nudged", nudge))
     assert "slice positions must lie on a regular grid" in _one_line(exc) and "median step is 2.000 mm" in str(exc.value)
 
+    def drift(files):  # steps of 2.1 mm after slice 10: each step alone is within 5 % of the others
+        for k, f in enumerate(files[10:], start=1):
+            position = [float(v) for v in pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient]
+            set_header(f, ImagePositionPatient=[*position[:2], f"{position[2] + 0.1 * k:.4f}"])
+    with pytest.raises(ImageReadError) as exc:
+        read_image(variant(series, tmp_path / "drift", drift))
+    assert "slice positions must lie on a regular grid" in _one_line(exc) and "mm off it" in str(exc.value)
+
+    def sideways(files):
+        position = [float(v) for v in pydicom.dcmread(files[7], stop_before_pixels=True).ImagePositionPatient]
+        set_header(files[7], ImagePositionPatient=[position[0] + 20, *position[1:]])
+    with pytest.raises(ImageReadError) as exc:
+        read_image(variant(series, tmp_path / "sideways", sideways))
+    assert "the slices must form one stack" in _one_line(exc) and "20.00 mm sideways" in str(exc.value)
+
 
 def test_a_copied_file_is_read_once_and_a_second_image_at_one_position_is_refused(ct, tmp_path):
     series, volume = ct
@@ -113,6 +128,22 @@ def test_a_copied_file_is_read_once_and_a_second_image_at_one_position_is_refuse
     with pytest.raises(ImageReadError) as exc:
         read_image(variant(series, tmp_path / "two", second_image))
     assert "every position of a series must hold one image; 1 position(s) hold more" in _one_line(exc)
+
+    def one_uid(files):  # an export that gave two slices one instance UID
+        set_header(files[6], SOPInstanceUID=pydicom.dcmread(files[5], stop_before_pixels=True).file_meta
+                   .MediaStorageSOPInstanceUID)
+        set_header(files[5], SOPInstanceUID=pydicom.dcmread(files[5], stop_before_pixels=True).file_meta
+                   .MediaStorageSOPInstanceUID)
+    with pytest.raises(ImageReadError) as exc:
+        read_image(variant(series, tmp_path / "one_uid", one_uid))
+    assert "every image needs its own SOP Instance UID" in _one_line(exc)
+
+    def scout(files):  # a localizer filed under the series' UID
+        shutil.copy(files[0], files[0].parent / "scout.dcm")
+        set_header(files[0].parent / "scout.dcm", SOPInstanceUID=pydicom.uid.generate_uid(),
+                   ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"], ImageOrientationPatient=[0, 1, 0, 0, 0, -1])
+    read = read_image(variant(series, tmp_path / "scout", scout))
+    assert np.array_equal(read.array, volume.array) and "1 localizer image(s)" in read.dicom.warnings[0]
 
 
 def test_missing_or_inconsistent_geometry_is_refused_never_invented(ct, tmp_path):
@@ -179,3 +210,34 @@ def test_objects_beside_a_series_are_named_and_several_series_are_several_groups
         read_image(folder)
     ct_key = next(g.key for g in scan.groups if len(g.datasets) == 20)
     assert find_series(folder, ct_key).geometry.shape == (512, 512, 20)
+
+
+def test_series_without_uids_stay_apart_and_raw_data_sets_are_found(ct, tmp_path):
+    from pipeline.data import find_cases
+
+    series, volume = ct
+    folder = variant(series, tmp_path / "two")  # the real series has a blank Series Instance UID
+    for k, f in enumerate(by_position(series)):
+        ds = pydicom.dcmread(f)
+        ds.SeriesNumber, ds.SOPInstanceUID = 99, pydicom.uid.generate_uid()
+        ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], float(ds.ImagePositionPatient[2]) + 100]
+        ds.save_as(folder / f"later_{k:02d}")
+    assert sorted(len(g.datasets) for g in scan_dicom_folder(folder).groups) == [20, 20]
+    raw = tmp_path / "raw"  # data sets without preamble, file meta or ending, as some exports write them
+    plain = write_dicom_series(tmp_path / "plain", volume.array[:64, :64, :6].astype(np.int16))
+    raw.mkdir()
+    for k, f in enumerate(by_position(plain)):
+        ds = pydicom.dcmread(f)
+        pydicom.dcmwrite(raw / f"IM{k}", ds, enforce_file_format=False, write_like_original=True)
+        (raw / f"IM{k}").write_bytes((raw / f"IM{k}").read_bytes()[132:] if (raw / f"IM{k}").read_bytes()[128:132]
+                                     == b"DICM" else (raw / f"IM{k}").read_bytes())
+    assert [c.paths for c in find_cases(tmp_path / "raw")] == [(str(raw),)]
+    assert np.array_equal(read_image(raw).array, read_image(plain).array)
+
+
+def test_a_slice_with_its_own_rescale_keeps_its_values(tmp_path):
+    volume = np.random.default_rng(5).integers(-100, 200, (16, 12, 5)).astype(np.int16)
+    series = write_dicom_series(tmp_path / "pet", volume)
+    set_header(by_position(series)[2], RescaleSlope=0.5)
+    read = read_image(series)
+    assert np.allclose(read.array[..., 2], volume[..., 2] * 0.5) and np.array_equal(read.array[..., 3], volume[..., 3])
