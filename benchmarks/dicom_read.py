@@ -19,12 +19,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-import numpy as np  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import SimpleITK as sitk
+import torch
 
-from benchmarks._common import interleaved_medians, machine, write_json  # noqa: E402
-from pipeline.io import read_image  # noqa: E402
+from benchmarks._common import interleaved_medians, machine, write_json
+from pipeline.io import read_image
 
 
 def itk_series(folder: Path) -> np.ndarray:

@@ -41,7 +41,6 @@ def test_low_free_space_explains_an_errno_less_write_error_but_not_a_permission_
         with atomic_path(tmp_path / "x.bin") as tmp:
             tmp.write_bytes(b"partial")
             raise OSError("could not write")
-    with pytest.raises(PermissionError):
-        with atomic_path(tmp_path / "y.bin"):
-            raise PermissionError(errno.EACCES, "Permission denied")
+    with pytest.raises(PermissionError), atomic_path(tmp_path / "y.bin"):
+        raise PermissionError(errno.EACCES, "Permission denied")
     assert not list(tmp_path.iterdir()), "no file under either name"
