@@ -37,10 +37,10 @@ def test_low_free_space_explains_an_errno_less_write_error_but_not_a_permission_
     assert is_disk_full(OSError("could not write"), tmp_path)
     assert not is_disk_full(_wrapped(PermissionError(errno.EACCES, "Permission denied")), tmp_path)
     assert not is_disk_full(ValueError("a bad label map"), tmp_path)
-    with pytest.raises(DiskFullError, match="x.bin': no space left on the device"):
-        with atomic_path(tmp_path / "x.bin") as tmp:
-            tmp.write_bytes(b"partial")
-            raise OSError("could not write")
+    with pytest.raises(DiskFullError, match="x.bin': no space left on the device"), \
+            atomic_path(tmp_path / "x.bin") as tmp:
+        tmp.write_bytes(b"partial")
+        raise OSError("could not write")
     with pytest.raises(PermissionError), atomic_path(tmp_path / "y.bin"):
         raise PermissionError(errno.EACCES, "Permission denied")
     assert not list(tmp_path.iterdir()), "no file under either name"
