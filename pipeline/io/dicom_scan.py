@@ -134,7 +134,8 @@ class FolderScan:
         if len(self.groups) > 1:
             listed = ", ".join(f"{g.label} ({len(g.datasets)} files)" for g in self.groups)
             raise ImageReadError(self.folder, f"a DICOM folder read as one image must hold one series, found "
-                                 f"{len(self.groups)}: {listed} (the batch job takes each as a case)")
+                                 f"{len(self.groups)}: {listed} (as the input folder of `pipeline segment`, it gives "
+                                 "one case per series)")
         return self.groups[0]
 
 
