@@ -54,8 +54,8 @@ class SmallDisk:
     """A folder on a file system that fills up after ``size`` bytes.
 
     ``kind`` is ``tmpfs`` (a real size-limited tmpfs, mounted where the tests run as root) or ``hook`` (elsewhere:
-    ITK's writes are cut short after ``size`` bytes, Python's writes raise ENOSPC, as a full disk does, and
-    pydicom's raise an OSError without errno, as pydicom does on a full disk).
+    ITK's writes are cut short after ``size`` bytes, Python's and nibabel's writes raise ENOSPC, as a full disk
+    does, and pydicom's raise an OSError without errno, as pydicom does on a full disk).
     """
 
     def __init__(self, path: Path, kind: str) -> None:
@@ -111,6 +111,18 @@ def _install_write_hook(monkeypatch: pytest.MonkeyPatch, root: Path, size: int) 
                 handle.truncate(max(0, Path(filename).stat().st_size - (used() - size)))
             raise OSError(f"could not write {filename}")
 
+    import nibabel
+
+    real_nib_save = nibabel.save
+
+    def nib_save(img, filename, *args, **kwargs):  # nibabel writes through Python: ENOSPC, as a full disk raises
+        real_nib_save(img, filename, *args, **kwargs)
+        if Path(filename).resolve().is_relative_to(root.resolve()) and used() > size:
+            with open(filename, "r+b") as handle:
+                handle.truncate(max(0, Path(filename).stat().st_size - (used() - size)))
+            raise OSError(errno.ENOSPC, "No space left on device", str(filename))
+
+    monkeypatch.setattr(nibabel, "save", nib_save)
     monkeypatch.setattr(pydicom.dataset.Dataset, "save_as", short_save)
     monkeypatch.setattr(sitk, "WriteImage", short_write)
     monkeypatch.setattr(Path, "write_text", text)

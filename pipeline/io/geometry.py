@@ -17,9 +17,13 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from nibabel.orientations import aff2axcodes, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+
+if TYPE_CHECKING:
+    from pipeline.io.nifti_header import NiftiTransforms
 
 __all__ = ["Geometry"]
 
@@ -35,12 +39,16 @@ class Geometry:
         spacing: voxel size in mm along each index axis.
         origin: LPS position in mm of the centre of voxel (0, 0[, 0]).
         direction: row-major direction cosines, one column per index axis (ITK's convention).
+        nifti: for a grid read from a NIfTI file, that file's placement fields (sform, qform, their codes); a NIfTI
+            label map written on this grid carries them, so that every tool places it where it places the file.
+            Not compared: two grids are equal when their voxels lie in the same places. Defaults to None.
     """
 
     shape: tuple[int, ...]
     spacing: tuple[float, ...]
     origin: tuple[float, ...]
     direction: tuple[float, ...] = field(default=())
+    nifti: NiftiTransforms | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         dims = len(self.shape)

@@ -1,11 +1,18 @@
 """Read medical images with their full geometry: NIfTI, NRRD, MHA/MHD files and DICOM series folders.
 
-SimpleITK does the reading. A DICOM folder's headers are sorted and checked with pydicom
+SimpleITK does the reading, except where a format's own definition of its grid and ITK part ways: a NIfTI file's
+grid follows the NIfTI rule as nibabel, FSL and MONAI's NibabelReader apply it (the sform where sform_code > 0,
+else the qform), its header is checked for what ITK passes over (a zero voxel size, a vox_offset inside the
+header), and NIfTI-2 files are read with nibabel (:mod:`pipeline.io.nifti_header`). ITK's errors come back as one
+line naming what is wrong (:mod:`pipeline.io.itk_messages`).
+
+A DICOM folder's headers are sorted and checked with pydicom
 (:mod:`pipeline.io.dicom_scan`, :mod:`pipeline.io.dicom_series`: series by UID, slices by position, gaps and
 duplicates found, never an invented grid) and its pixels decoded by GDCM (JPEG 2000 included). Arrays come back in index order
 (x, y[, z]), the order MONAI and nibabel use, with a :class:`~pipeline.io.geometry.Geometry` that a writer
 can put back exactly. Bundles read through MONAI's ``LoadImaged(reader="ITKReader")`` instead; tests check
-that both agree on the geometry.
+that both agree on the geometry, which they do wherever a NIfTI file's sform and qform agree (ITKReader takes
+the qform, MONAI's NibabelReader the sform, as this reader does).
 
 Multi-channel cases come two ways, both returned channel-last ``(x, y, z, c)`` on one 3D grid: a 4D file whose
 fourth axis holds the channels (the MSD layout of Task01 brain tumour and Task05 prostate), or one file per
@@ -38,6 +45,12 @@ from pipeline.io.dicom_scan import scan_dicom_folder
 from pipeline.io.dicom_series import DicomSeries, find_series
 from pipeline.io.geometry import Geometry
 from pipeline.io.integrity import check_complete, check_fits
+from pipeline.io.itk_messages import (
+    check_data_file,
+    explain_itk_failure,
+    short_itk_message,  # noqa: F401 - pipeline.io.dicom_pixels imports it from here
+)
+from pipeline.io.nifti_header import NiftiHeader, read_nifti_header
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -56,6 +69,7 @@ logger = logging.getLogger(__name__)
 
 #: File endings read as single image files (longest first, so ``.nii.gz`` wins over ``.gz``).
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+_NIFTI = (".nii.gz", ".nii")
 
 
 @dataclass(frozen=True)
@@ -67,12 +81,15 @@ class ImageHeader:
         geometry: its grid.
         pixel_type: SimpleITK's pixel type name, e.g. ``"16-bit signed integer"``.
         components: values per voxel: vector components, or the channels of a 4D file (1 for scalar images).
+        reader: the library that reads its voxels: ``"itk"``, or ``"nibabel"`` (NIfTI-2, which ITK cannot read).
+            Defaults to ``"itk"``.
     """
 
     path: str
     geometry: Geometry
     pixel_type: str
     components: int = 1
+    reader: str = "itk"
 
     @property
     def nbytes(self) -> int:
@@ -142,24 +159,6 @@ def read_dicom(folder: str | os.PathLike, key: str | None = None) -> Volume:
     return Volume(array=array, geometry=series.geometry, path=str(folder), dicom=series)
 
 
-def short_itk_message(exc: Exception) -> str:
-    """First informative line of a SimpleITK/ITK exception (they run to many lines of C++ context)."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    for ln in lines:
-        if "Description:" in ln:
-            return ln.split("Description:", 1)[1].strip()
-    for ln in lines:
-        if ln.startswith("sitk::ERROR:"):
-            reason = ln.split(":", 3)[-1].strip()
-            if reason.startswith("Unable to determine ImageIO reader"):  # ITK's words for unrecognised content
-                return "no image reader recognises its content (damaged, truncated, or not an image of this format)"
-            return reason
-    for ln in lines:
-        if not ln.startswith(("Exception thrown", "sitk::ERROR", "/")) and "itk::" not in ln[:12]:
-            return ln
-    return lines[0] if lines else type(exc).__name__
-
-
 def _pixel_type(dtype: np.dtype) -> str:
     """SimpleITK's name of a numpy type (``"16-bit signed integer"``...)."""
     return sitk.GetPixelIDValueAsString(sitk.GetImageFromArray(np.zeros((1, 1), dtype)).GetPixelID())
@@ -196,55 +195,85 @@ def _components(image) -> int:
     return int(per_voxel) * (int(image.GetSize()[3]) if image.GetDimension() == 4 else 1)
 
 
+def _nifti2_header(path: Path, nifti: NiftiHeader) -> ImageHeader:
+    """A NIfTI-2 file's header from nibabel (ITK has no NIfTI-2 reader): 2D, 3D, or 3D with channels on axis 4."""
+    if len(nifti.shape) not in (2, 3, 4):
+        raise ImageReadError(path, f"expected a 2D or 3D image (or 3D with channels on a fourth axis), got "
+                             f"{len(nifti.shape)} dimensions (size {nifti.shape})")
+    if nifti.dtype.kind not in "iuf":
+        raise ImageReadError(path, f"NIfTI-2 voxels must be integers or floats to be read, got {nifti.dtype}")
+    dtype = np.result_type(nifti.dtype, np.float32) if nifti.scaled else nifti.dtype  # nibabel's scaled type
+    components = nifti.shape[3] if len(nifti.shape) == 4 else 1
+    return ImageHeader(str(path), nifti.geometry(nifti.shape[:3]), _pixel_type(dtype), components, "nibabel")
+
+
 def read_header(path: str | os.PathLike) -> ImageHeader:
     """Read only the header of an image file (a DICOM folder is read whole: its geometry needs every slice).
+
+    A NIfTI file's grid follows nibabel's rule (:mod:`pipeline.io.nifti_header`): the sform where sform_code > 0,
+    else the qform; its header is checked for what ITK passes over (a zero voxel size, a vox_offset inside the
+    header). NIfTI-2 files are read with nibabel.
 
     Args:
         path: image file or DICOM series folder.
 
     Raises:
-        ImageReadError: missing, unsupported, unreadable or not 2D/3D.
+        ImageReadError: missing, unsupported, unreadable, not 2D/3D, a NIfTI header that breaks a rule, or a
+            ``.mhd``/``.nhdr`` whose data file is missing (one line).
+
+    Example:
+        >>> read_header("ct.nii.gz").geometry.describe()        # doctest: +SKIP
+        '122x101x112 @ (3, 3, 3) mm RAS'
     """
     p = Path(path)
     _check_readable(p)
     if p.is_dir():
         volume = read_dicom(p)
         return ImageHeader(str(p), volume.geometry, _pixel_type(volume.array.dtype))
+    nifti = read_nifti_header(p) if image_suffix(p) in _NIFTI else None
+    if nifti is not None and nifti.version == 2:
+        return _nifti2_header(p, nifti)
+    check_data_file(p)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(p))
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
-        raise ImageReadError(p, short_itk_message(exc)) from exc
+        raise ImageReadError(p, explain_itk_failure(p, exc)) from exc
     _check_dims(p, reader)
-    return ImageHeader(str(p), _geometry(reader), sitk.GetPixelIDValueAsString(reader.GetPixelID()),
-                       _components(reader))
+    geometry = _geometry(reader)
+    if nifti is not None:  # ITK's NIfTI grid takes the qform and pixdim; the format's (nibabel's) rule differs
+        geometry = nifti.geometry(geometry.shape)
+    return ImageHeader(str(p), geometry, sitk.GetPixelIDValueAsString(reader.GetPixelID()), _components(reader))
 
 
 def _read_sitk(path: Path) -> sitk.Image:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise ImageReadError(path, short_itk_message(exc)) from exc
+        raise ImageReadError(path, explain_itk_failure(path, exc)) from exc
     _check_dims(path, image)
     return image
 
 
-def _read_float_nifti(path: Path, header: ImageHeader) -> Volume | None:
-    """Floating-point NIfTI voxels through nibabel, geometry through ITK: ITK's NIfTI reader turns NaN into 0,
-    which would hide corrupt images from the checks downstream. None for non-float or vector-pixel files."""
-    if "float" not in header.pixel_type or "vector" in header.pixel_type:
+def _read_nibabel(path: Path, header: ImageHeader, nifti2: bool) -> Volume | None:
+    """NIfTI voxels through nibabel: every NIfTI-2 file (ITK has no NIfTI-2 reader), and floating-point NIfTI-1
+    (ITK's NIfTI reader turns NaN into 0, which would hide corrupt images from the checks downstream). None for
+    other NIfTI-1 files, and for NIfTI-1 files nibabel lays out otherwise than ITK (vector pixels)."""
+    if not nifti2 and ("float" not in header.pixel_type or "vector" in header.pixel_type):
         return None
     import nibabel as nib
 
     try:
         array = np.asarray(nib.load(str(path)).dataobj)
-    except Exception as exc:
-        raise ImageReadError(path, str(exc)) from exc
+    except Exception as exc:  # nibabel raises many types for damaged files
+        raise ImageReadError(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
     expected = header.geometry.shape + ((header.components,) if header.components > 1 else ())
     if array.ndim > len(expected) and all(s == 1 for s in array.shape[len(expected):]):
         array = array.reshape(array.shape[: len(expected)])
     if tuple(array.shape) != expected:
+        if nifti2:
+            raise ImageReadError(path, f"the voxel array's shape {array.shape} must match the header's {expected}")
         return None
     return Volume(array=array, geometry=header.geometry, path=str(path))
 
@@ -261,9 +290,15 @@ def read_image(path: str | os.PathLike, dtype: np.dtype | str | None = None) -> 
         A :class:`Volume`, array in index order (x, y[, z]), channels last for a 4D file.
 
     Raises:
-        ImageReadError: missing, unsupported format, unreadable (the reader's message is kept), truncated (data
-            shorter than the header declares), too large for the memory available, several DICOM series in one
-            folder, or not 2D/3D (3D plus channels for a 4D file).
+        ImageReadError: missing, unsupported format, unreadable (the reader's message, on one line), truncated
+            (data shorter than the header declares), too large for the memory available, several DICOM series in
+            one folder, not 2D/3D (3D plus channels for a 4D file), a NIfTI header that breaks a rule of the
+            format, or a ``.mhd``/``.nhdr`` whose data file is missing.
+
+    Example:
+        >>> vol = read_image("mr.nii.gz", dtype="float32")     # doctest: +SKIP
+        >>> vol.geometry.nifti.sform_code                      # doctest: +SKIP
+        1
     """
     p = Path(path)
     _check_readable(p)
@@ -271,16 +306,15 @@ def read_image(path: str | os.PathLike, dtype: np.dtype | str | None = None) -> 
         volume = read_dicom(p)
         return volume if dtype is None else Volume(volume.array.astype(dtype, copy=False), volume.geometry,
                                                    volume.path, volume.dicom)
-    if p.is_file():  # before any voxel: a header declaring a huge grid, data shorter than declared
-        header = read_header(p)
-        size = "x".join(map(str, header.geometry.shape))
-        check_fits(header.nbytes, p, f"reading the image ({size}, {header.pixel_type})")
-        check_complete(p)
-    if image_suffix(p) in (".nii", ".nii.gz"):
-        nan_safe = _read_float_nifti(p, header)
-        if nan_safe is not None:
-            return nan_safe if dtype is None else Volume(nan_safe.array.astype(dtype, copy=False),
-                                                         nan_safe.geometry, nan_safe.path)
+    header = read_header(p)  # before any voxel: a header declaring a huge grid, data shorter than declared
+    size = "x".join(map(str, header.geometry.shape))
+    check_fits(header.nbytes, p, f"reading the image ({size}, {header.pixel_type})")
+    check_complete(p)
+    if image_suffix(p) in _NIFTI:
+        by_nibabel = _read_nibabel(p, header, nifti2=header.reader == "nibabel")
+        if by_nibabel is not None:
+            return by_nibabel if dtype is None else Volume(by_nibabel.array.astype(dtype, copy=False),
+                                                           by_nibabel.geometry, by_nibabel.path)
     image = _read_sitk(p)
     array = sitk.GetArrayFromImage(image)  # (z, y, x[, c]); a 4D file: (c, z, y, x[, components])
     if image.GetDimension() == 4:
@@ -293,7 +327,7 @@ def read_image(path: str | os.PathLike, dtype: np.dtype | str | None = None) -> 
     array = array.transpose(order)
     if dtype is not None:
         array = array.astype(dtype, copy=False)
-    geometry = _geometry(image)
+    geometry = header.geometry  # ITK's own for other formats; a NIfTI file's by its format's rule
     logger.debug("read %s: %s %s", p, array.dtype, geometry.describe())
     return Volume(array=array, geometry=geometry, path=str(p))
 

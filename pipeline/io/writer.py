@@ -1,9 +1,11 @@
 """Write images (label maps above all) on a given grid, atomically.
 
 A label map is written on the grid of the image it was predicted from: same shape, spacing, origin and
-direction, so that it overlays the input in any viewer. The format follows the output file's ending; DICOM
-input gets NIfTI output (:func:`label_suffix_for`). Every write goes to a temporary file in the destination
-folder first and is renamed into place, so a killed job never leaves a half-written file under the final name.
+direction, so that it overlays the input in any viewer; a NIfTI input's label map also carries the input's own
+sform and qform (:mod:`pipeline.io.nifti_header`), so every tool places the two alike. The format follows the
+output file's ending; DICOM input gets NIfTI output (:func:`label_suffix_for`). Every write goes to a temporary
+file in the destination folder first and is renamed into place, so a killed job never leaves a half-written file
+under the final name.
 
 Example:
     >>> vol = read_image("mr_lps.nii.gz")                                   # doctest: +SKIP
@@ -14,15 +16,17 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from pipeline.errors import ImageReadError, ImageWriteError
+from pipeline.errors import ImageWriteError
 from pipeline.io.atomic import atomic_path, raise_if_disk_full
 from pipeline.io.geometry import Geometry
 from pipeline.io.integrity import check_complete
+from pipeline.io.nifti_header import NiftiTransforms, nifti_image
 from pipeline.io.reader import IMAGE_SUFFIXES, image_suffix
 
 __all__ = ["PROVENANCE_PREFIX", "label_suffix_for", "read_notes", "write_image"]
@@ -59,19 +63,76 @@ def _same(read: np.ndarray, written: np.ndarray) -> bool:
     return np.array_equal(np.nan_to_num(read, nan=0.0), np.nan_to_num(written, nan=0.0))
 
 
-def _verify(tmp: Path, image: sitk.Image, dest: Path) -> None:
-    """Read the written file back (ITK reports a short write on stderr only, and zero-fills a short read)."""
+def _verify(tmp: Path, dest: Path, read_back: Callable[[], bool]) -> None:
+    """Read the written file back (ITK reports a short write on stderr only, and zero-fills a short read).
+
+    Args:
+        tmp: the file written.
+        dest: its final name (named in the error).
+        read_back: reads ``tmp`` and says whether it holds what was meant to be written.
+    """
     try:
         check_complete(tmp)
-        back = sitk.ReadImage(str(tmp))
-        same = _same(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(image))
-    except (ImageReadError, RuntimeError) as exc:
-        same, why = False, str(exc).strip().splitlines()[-1]
+        same = read_back()
+    except Exception as exc:  # noqa: BLE001 - ITK and nibabel raise many types for damaged files
+        same, why = False, str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
     else:
-        why = "its voxels read back different"
+        why = "its voxels or placement read back different"
     if not same:
         raise_if_disk_full(ImageWriteError(dest, why), dest)
         raise ImageWriteError(dest, f"the file written is incomplete or damaged: {why}")
+
+
+def _write_itk(arr: np.ndarray, geometry: Geometry, tmp: Path, dest: Path, compress: bool,
+               notes: str | None) -> None:
+    spatial = geometry.ndim
+    order = tuple(reversed(range(spatial))) + tuple(range(spatial, arr.ndim))
+    image = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(order)), isVector=arr.ndim > spatial)
+    geometry.apply_to(image)
+    if notes is not None:
+        image.SetMetaData(_NOTES, notes[:80])
+    sitk.WriteImage(image, str(tmp), useCompression=compress and image_suffix(dest) in _COMPRESSIBLE)
+
+    def read_back() -> bool:
+        back = sitk.ReadImage(str(tmp))  # held here: an array view lives only as long as its image
+        return _same(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(image))
+
+    _verify(tmp, dest, read_back)
+
+
+def _write_nibabel(arr: np.ndarray, transforms: NiftiTransforms, tmp: Path, dest: Path, notes: str | None) -> None:
+    """A NIfTI label map that carries the source's sform and qform as they are (ITK would write one of them)."""
+    import nibabel as nib
+    from nibabel.spatialimages import HeaderDataError
+
+    try:
+        nib.save(nifti_image(arr, transforms, notes), str(tmp))
+    except HeaderDataError as exc:  # a voxel type NIfTI has no code for (float16...)
+        raise ImageWriteError(dest, f"NIfTI cannot store these voxels: {exc}") from exc
+
+    def read_back() -> bool:
+        back = nib.load(str(tmp))
+        data = np.asarray(back.dataobj)
+        placed = NiftiTransforms.from_header(back.header).affine
+        return data.shape == arr.shape and np.array_equal(data, arr, equal_nan=arr.dtype.kind == "f") \
+            and np.allclose(placed, transforms.affine, atol=1e-4)
+
+    _verify(tmp, dest, read_back)
+
+
+def _source_transforms(arr: np.ndarray, geometry: Geometry, suffix: str) -> NiftiTransforms | None:
+    """The NIfTI placement a label map takes over from its source: for scalar NIfTI output on a grid read from a
+    NIfTI file, where the fields still describe that grid (a grid changed since is written from its geometry)."""
+    transforms = geometry.nifti
+    if transforms is None or suffix not in (".nii.gz", ".nii") or arr.ndim != geometry.ndim:
+        return None
+    try:
+        if Geometry.from_affine(geometry.shape, transforms.affine).same_grid(geometry):
+            return transforms
+    except ValueError:
+        pass
+    logger.debug("the NIfTI fields recorded with the grid no longer describe it; writing it from its geometry")
+    return None
 
 
 def write_image(array: np.ndarray, geometry: Geometry, path: str | os.PathLike,
@@ -79,12 +140,17 @@ def write_image(array: np.ndarray, geometry: Geometry, path: str | os.PathLike,
     """Write ``array`` (index order x, y[, z]) on ``geometry``'s grid to ``path``, atomically; the file is read
     back and synced to the disk before it gets its final name.
 
+    A NIfTI label map on the grid of a NIfTI input (``geometry.nifti`` set, as :func:`read_image` sets it) is written
+    with nibabel and carries the input's own sform and qform, codes included, so that nibabel, FSL and ITK each
+    place it where they place the input, even where its sform and qform disagree. Everything else is written by
+    ITK from the geometry.
+
     Args:
         array: voxels, shape ``geometry.shape``.
         geometry: the grid to write on (usually the input image's).
         path: destination; its ending picks the format (``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``).
         dtype: cast to this dtype first. Defaults to None (keep ``array``'s).
-        compress: compress where the format allows. Defaults to True.
+        compress: compress where the format allows (NIfTI: by the ``.gz`` ending alone). Defaults to True.
         notes: a line stored in the header (NIfTI ``descrip``, 80 characters at most; NRRD/MHA
             ``ITK_FileNotes``); :func:`read_notes` gives it back. Defaults to None.
 
@@ -94,6 +160,11 @@ def write_image(array: np.ndarray, geometry: Geometry, path: str | os.PathLike,
     Raises:
         DiskFullError: the file system is full (no file is left under either name).
         ImageWriteError: unsupported ending, array shape differs from the grid, or the write fails.
+
+    Example:
+        >>> vol = read_image("mr.nii.gz")                                          # doctest: +SKIP
+        >>> write_image(labels, vol.geometry, "mr_seg.nii.gz", notes="pipeline segment")   # doctest: +SKIP
+        PosixPath('mr_seg.nii.gz')
     """
     dest = Path(path)
     suffix = image_suffix(dest)
@@ -107,16 +178,13 @@ def write_image(array: np.ndarray, geometry: Geometry, path: str | os.PathLike,
         raise ImageWriteError(dest, f"array shape {arr.shape} must equal the grid shape {geometry.shape}")
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8)
-    spatial = geometry.ndim
-    order = tuple(reversed(range(spatial))) + tuple(range(spatial, arr.ndim))
-    image = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(order)), isVector=arr.ndim > spatial)
-    geometry.apply_to(image)
-    if notes is not None:
-        image.SetMetaData(_NOTES, notes[:80])
+    transforms = _source_transforms(arr, geometry, suffix)
     try:
         with atomic_path(dest, suffix) as tmp:
-            sitk.WriteImage(image, str(tmp), useCompression=compress and suffix in _COMPRESSIBLE)
-            _verify(tmp, image, dest)
+            if transforms is not None:
+                _write_nibabel(arr, transforms, tmp, dest, notes)
+            else:
+                _write_itk(arr, geometry, tmp, dest, compress, notes)
     except ImageWriteError:
         raise
     except (RuntimeError, OSError) as exc:

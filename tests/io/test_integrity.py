@@ -56,6 +56,7 @@ def test_a_huge_header_is_refused_before_any_allocation(tmp_path):
     header = nib.Nifti1Header()
     header.set_data_shape((4000, 4000, 4000))
     header.set_data_dtype(np.int16)
+    header["vox_offset"] = 352  # the voxels follow the header, as the format requires of a .nii
     with open(tmp_path / "huge.nii", "wb") as handle:
         handle.write(header.binaryblock + b"\0" * 4)
     with pytest.raises(ImageReadError, match=r"reading the image \(4000x4000x4000, 16-bit signed integer\) needs "
@@ -87,3 +88,14 @@ def test_a_full_disk_leaves_no_file_and_says_so(small_disk, suffix):
     small = np.zeros((8, 8, 8), np.uint8)
     write_image(small, Geometry(small.shape, (1.0,) * 3, (0.0,) * 3, GEOM.direction), small_disk.path / "b.nii.gz")
     assert np.array_equal(read_image(small_disk.path / "b.nii.gz").array, small), "a file that fits is written"
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_a_full_disk_stops_a_label_map_that_carries_its_inputs_nifti_fields(small_disk, tmp_path, suffix):
+    noise = np.random.default_rng(2).integers(0, 255, (96, 96, 96)).astype(np.uint8)
+    nib.save(nib.Nifti1Image(np.zeros(noise.shape, np.uint8), np.diag([0.9, 0.9, 2.0, 1.0])), tmp_path / "in.nii.gz")
+    geometry = read_image(tmp_path / "in.nii.gz").geometry
+    assert geometry.nifti is not None, "written by nibabel with the input's sform and qform"
+    with pytest.raises(DiskFullError, match=r"a_seg\S*': no space left on the device"):
+        write_image(noise, geometry, small_disk.path / f"a_seg{suffix}")
+    assert list(small_disk.path.iterdir()) == [], f"nothing may remain ({small_disk.kind})"
