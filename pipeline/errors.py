@@ -9,7 +9,8 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["DatasetError", "DiskFullError", "ImageReadError", "ImageWriteError", "PipelineError"]
+__all__ = ["DatasetError", "DatasetValidationError", "DiskFullError", "ImageReadError", "ImageWriteError",
+           "PipelineError"]
 
 
 class PipelineError(Exception):
@@ -33,6 +34,24 @@ class DatasetError(PipelineError, ValueError):
         if value is not None:
             message += f", got {value}"
         super().__init__(message)
+
+
+class DatasetValidationError(DatasetError):
+    """One or more rules broken; ``problems`` lists them all, the message shows up to ``shown`` of them, one line
+    each.
+
+    Args:
+        source: the dataset (folder or listing file).
+        problems: every rule broken, in the order found.
+        shown: how many the message lists. Defaults to 20.
+    """
+
+    def __init__(self, source: str, problems: list[DatasetError], shown: int = 20) -> None:
+        self.problems = problems
+        lines = [f"  - {p}" for p in problems[:shown]]
+        if len(problems) > shown:
+            lines.append(f"  ... and {len(problems) - shown} more")
+        super().__init__(source, f"dataset has {len(problems)} problem(s):\n" + "\n".join(lines))
 
 
 class ImageReadError(PipelineError, OSError):

@@ -14,8 +14,8 @@ from pipeline.data.datalist import (
     load_paired,
 )
 from pipeline.data.discover import InputCase, find_cases, find_images
-from pipeline.data.loading import default_num_workers
 from pipeline.data.folds import fold_datalist, load_splits, make_splits, save_splits, split_items
+from pipeline.data.loading import default_num_workers
 from pipeline.data.phantoms import LABELS, MODALITIES, make_phantom
 from pipeline.data.summary import DatasetSummary, summarize_datalist, summarize_reports
 from pipeline.data.synthetic import write_synthetic_dataset

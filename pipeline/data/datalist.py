@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.errors import DatasetError
+from pipeline.errors import DatasetError, DatasetValidationError
 from pipeline.io.reader import image_suffix
 
 __all__ = ["FORMATS", "Datalist", "case_id", "load_csv", "load_datalist", "load_msd", "load_nnunet", "load_paired"]
@@ -137,43 +137,101 @@ def load_msd(dataset_dir: str | os.PathLike, section: str = "training") -> Datal
     return Datalist(items, labels, channels, str(path), "msd")
 
 
+def _nnunet_description(path: Path, meta: dict, problems: list[DatasetError]) -> tuple[list[str] | None,
+                                                                                      dict[int, str] | None,
+                                                                                      str | None]:
+    """Channel names, labels and file ending of an nnU-Net v2 ``dataset.json`` (None where unusable); each broken
+    rule is added to ``problems``."""
+    for key in ("channel_names", "labels"):
+        if key not in meta:
+            problems.append(DatasetError(path, f"an nnU-Net v2 dataset.json must have '{key}'", f"keys {sorted(meta)}"))
+    channels, labels = None, None
+    names = meta.get("channel_names")
+    if names is not None:
+        numbers = {str(i) for i in range(len(names))} if isinstance(names, dict) else set()
+        if names and set(map(str, names)) == numbers:
+            channels = [str(names[k]) for k in sorted(names, key=int)]
+        else:
+            problems.append(DatasetError(path, "'channel_names' must map the channel numbers 0, 1, ... to names "
+                                         '(e.g. {"0": "CT"})', json.dumps(names)[:80]))
+    if "labels" in meta:
+        try:
+            if not isinstance(meta["labels"], dict):
+                raise DatasetError(path, "'labels' must map label names to ids (e.g. {\"background\": 0})",
+                                   json.dumps(meta["labels"])[:80])
+            labels = _int_labels(path, meta["labels"], name_to_id=True)
+        except DatasetError as exc:
+            problems.append(exc)
+    ending = meta.get("file_ending", ".nii.gz")
+    if not (isinstance(ending, str) and ending.startswith(".") and len(ending) > 1):
+        problems.append(DatasetError(path, "'file_ending' must be a file ending such as \".nii.gz\"",
+                                     json.dumps(ending)[:80]))
+        ending = None
+    return channels, labels, ending
+
+
+def _nnunet_cases(root: Path, ending: str, problems: list[DatasetError]) -> dict[str, dict[int, str]]:
+    """Case -> channel number -> image file in ``imagesTr``; labels in ``labelsTr`` without images are problems."""
+    pattern = re.compile(rf"^(?P<case>.+)_(?P<channel>\d{{4}}){re.escape(ending)}$")
+    cases: dict[str, dict[int, str]] = {}
+    for file in sorted((root / "imagesTr").iterdir()):
+        match = pattern.match(file.name)
+        if match:
+            cases.setdefault(match["case"], {})[int(match["channel"])] = str(file.resolve())
+        elif not file.name.startswith("."):
+            logger.warning("%s: ignored, nnU-Net image names must be CASE_XXXX%s", file, ending)
+    labels_dir = root / "labelsTr"
+    if not labels_dir.is_dir():
+        problems.append(DatasetError(labels_dir, "an nnU-Net raw dataset must have a labelsTr folder"))
+        return cases
+    for file in sorted(labels_dir.iterdir()):
+        name = file.name[: -len(ending)]
+        if file.name.endswith(ending) and not file.name.startswith(".") and name not in cases:
+            problems.append(DatasetError(file, "every label must have its case's images in imagesTr (label without "
+                                         "image)", f"no {name}_0000{ending}"))
+    return cases
+
+
 def load_nnunet(dataset_dir: str | os.PathLike) -> Datalist:
     """Read an nnU-Net v2 raw dataset folder: ``imagesTr/CASE_0000<ending>`` (``_0001``... for more channels),
     ``labelsTr/CASE<ending>``, ``dataset.json`` with ``channel_names``, ``labels`` and ``file_ending``.
 
     Args:
         dataset_dir: the ``DatasetXXX_Name`` folder.
+
+    Raises:
+        DatasetError: an unreadable ``dataset.json``, or one broken layout rule.
+        DatasetValidationError: several broken layout rules (``dataset.json`` keys, missing channel files, labels
+            without images, ``numTraining``), all of them listed.
     """
     root = Path(dataset_dir)
     meta_path = root / "dataset.json"
     meta = _read_json(meta_path)
-    for key in ("channel_names", "labels"):
-        if key not in meta:
-            raise DatasetError(meta_path, f"an nnU-Net v2 dataset.json must have '{key}'", f"keys {sorted(meta)}")
-    ending = meta.get("file_ending", ".nii.gz")
-    channels = [str(meta["channel_names"][k]) for k in sorted(meta["channel_names"], key=int)]
-    pattern = re.compile(rf"^(?P<case>.+)_(?P<channel>\d{{4}}){re.escape(ending)}$")
-    cases: dict[str, dict[int, str]] = {}
+    problems: list[DatasetError] = []
+    channels, labels, ending = _nnunet_description(meta_path, meta, problems)
     images_dir = root / "imagesTr"
     if not images_dir.is_dir():
-        raise DatasetError(images_dir, "an nnU-Net raw dataset must have an imagesTr folder")
-    for file in sorted(images_dir.iterdir()):
-        match = pattern.match(file.name)
-        if match:
-            cases.setdefault(match["case"], {})[int(match["channel"])] = str(file.resolve())
-        elif not file.name.startswith("."):
-            logger.warning("%s: ignored, nnU-Net image names must be CASE_XXXX%s", file, ending)
+        problems.append(DatasetError(images_dir, "an nnU-Net raw dataset must have an imagesTr folder"))
+    cases = _nnunet_cases(root, ending, problems) if ending and images_dir.is_dir() else {}
     items = []
-    for name, files in cases.items():
-        expected = list(range(len(channels)))
+    expected = list(range(len(channels or [])))
+    for name, files in cases.items() if channels else ():
         if sorted(files) != expected:
-            raise DatasetError(images_dir / name, f"each case must have channels {expected} "
-                               f"(_0000..._{len(channels) - 1:04d}{ending})", sorted(files))
-        image: str | list[str] = files[0] if len(channels) == 1 else [files[c] for c in expected]
+            problems.append(DatasetError(images_dir / name, f"each case must have channels {expected} "
+                                         f"(_0000..._{len(expected) - 1:04d}{ending})", sorted(files)))
+            continue
+        image: str | list[str] = files[0] if len(expected) == 1 else [files[c] for c in expected]
         items.append({"image": image, "label": str((root / "labelsTr" / f"{name}{ending}").resolve()),
                       "case": name})
-    labels = _int_labels(meta_path, meta["labels"], name_to_id=True)
-    return Datalist(items, labels, channels, str(root), "nnunet")
+    declared = meta.get("numTraining")
+    if ending and images_dir.is_dir() and type(declared) is int and declared != len(cases):
+        problems.append(DatasetError(meta_path, f"'numTraining' must be the number of cases in imagesTr "
+                                     f"({len(cases)})", declared))
+    if problems:  # with the missing labels validation would report next: the whole layout's problems at once
+        problems += [DatasetError(item["label"], "every training case must have its label file (missing label)")
+                     for item in items if (root / "labelsTr").is_dir() and not Path(item["label"]).exists()]
+        raise problems[0] if len(problems) == 1 else DatasetValidationError(str(root), problems)
+    return Datalist(items, labels, channels or [], str(root), "nnunet")
 
 
 def _image_files(folder: Path) -> list[Path]:

@@ -27,7 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pipeline.data.datalist import Datalist
-from pipeline.errors import DatasetError, ImageReadError
+from pipeline.errors import DatasetError, DatasetValidationError, ImageReadError
 from pipeline.io.geometry import Geometry
 from pipeline.io.reader import read_header, read_image
 
@@ -58,17 +58,6 @@ class CaseReport:
     label_counts: dict[int, int] = field(default_factory=dict)
     intensity: dict[str, float] = field(default_factory=dict)
     problems: list[DatasetError] = field(default_factory=list)
-
-
-class DatasetValidationError(DatasetError):
-    """One or more rules broken; ``problems`` lists them all, the message shows up to ``shown`` of them."""
-
-    def __init__(self, source: str, problems: list[DatasetError], shown: int = 20) -> None:
-        self.problems = problems
-        lines = [f"  - {p}" for p in problems[:shown]]
-        if len(problems) > shown:
-            lines.append(f"  ... and {len(problems) - shown} more")
-        super().__init__(source, f"dataset has {len(problems)} problem(s):\n" + "\n".join(lines))
 
 
 def _intensity(array: np.ndarray) -> dict[str, float]:

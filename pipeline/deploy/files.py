@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -129,6 +130,36 @@ def load_network_weights(network: torch.nn.Module, checkpoint: str | os.PathLike
             from exc
 
 
+def _saved_by_torch_save(path: Path) -> bool:
+    """True for a ``torch.save`` file (a checkpoint): a zip archive with a pickle but no TorchScript constants, or
+    the legacy pickle format (protocol 2, then PyTorch's magic number)."""
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (OSError, zipfile.BadZipFile):
+            return False
+        return any(n.endswith("/data.pkl") for n in names) and not any(n.endswith("/constants.pkl") for n in names)
+    with open(path, "rb") as handle:
+        head = handle.read(3)
+    return head == b"\x80\x02\x8a"  # a pickled long: torch.save's magic number comes first
+
+
+def _model_file(src: Path) -> None:
+    """Refuse what is not an exported model file, in one line that says what it is instead."""
+    if src.is_dir():
+        raise PipelineError(f"model file '{src}' must be a TorchScript file, got a folder (give the .ts file that "
+                            "`python -m pipeline export` wrote)")
+    if not src.exists():
+        raise PipelineError(f"model file '{src}' does not exist")
+    if not src.is_file():
+        raise PipelineError(f"model file '{src}' must be a regular file, got a device, socket or pipe")
+    if _saved_by_torch_save(src):
+        raise PipelineError(f"model file '{src}' is a PyTorch checkpoint (torch.save), not an exported TorchScript "
+                            f"file: export it with `python -m pipeline export --checkpoint {src} --out model.ts` and "
+                            "give model.ts")
+
+
 def load_torchscript(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.jit.ScriptModule,
                                                                                              ModelCard]:
     """Load an exported model and its embedded card.
@@ -138,17 +169,18 @@ def load_torchscript(path: str | os.PathLike, device: str | torch.device = "cpu"
         device: where to load it. Defaults to ``"cpu"``.
 
     Raises:
-        PipelineError: the file is missing, not TorchScript, or has no embedded card.
+        PipelineError: the file is missing, a folder or no regular file, a checkpoint rather than an export, not
+            TorchScript, or has no embedded card.
         CardError: the embedded card breaks a rule or is newer than this pipeline.
     """
     src = Path(path)
-    if not src.is_file():
-        raise PipelineError(f"model file '{src}' does not exist")
+    _model_file(src)
     extra = {EMBEDDED_CARD: "", _LEGACY_EMBEDDED: ""}
     try:
         module = torch.jit.load(str(src), map_location=resolve_device(device), _extra_files=extra)
     except RuntimeError as exc:
-        raise PipelineError(f"'{src}' is not a TorchScript file: {str(exc).splitlines()[0]}") from exc
+        reason = str(exc).splitlines()[0].partition(" This is an internal miniz error")[0]  # the rest blames a save
+        raise PipelineError(f"'{src}' is not a TorchScript file: {reason}") from exc
     text = extra[EMBEDDED_CARD] or extra[_LEGACY_EMBEDDED]
     if not text:
         raise PipelineError(f"'{src}' has no embedded model card: export it with `python -m pipeline export`")

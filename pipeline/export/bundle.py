@@ -29,7 +29,7 @@ from pipeline.deploy.files import find_card
 from pipeline.errors import PipelineError
 from pipeline.export.checkpoint import export_model
 from pipeline.export.network import build_network
-from pipeline.export.torchscript import ExportResult
+from pipeline.export.torchscript import ExportResult, check_destination
 
 __all__ = ["bundle_card", "export_bundle", "override_card"]
 
@@ -52,8 +52,41 @@ def _parser(bundle_dir: Path, configs: Sequence[str], overrides: Mapping | None)
     return parser
 
 
+def _arguments(parser: ConfigParser, key: str) -> str:
+    """`` (Class with a=1, b=[2, 3])`` for a component config id, its arguments as resolved where they resolve."""
+    config = parser.get(key)
+    if not isinstance(config, Mapping) or "_target_" not in config:
+        return ""
+    shown = []
+    for name in (k for k in config if not str(k).startswith("_")):
+        try:
+            value = parser.get_parsed_content(f"{key}#{name}", instantiate=False)
+        except Exception:  # noqa: BLE001 - an argument that does not resolve is shown as written
+            value = config[name]
+        try:
+            text = json.dumps(value)
+        except (TypeError, ValueError):
+            text = repr(value)
+        shown.append(f"{name}={text[:60]}")
+    return f" ({config['_target_']} with {', '.join(shown)})"
+
+
+def _built(parser: ConfigParser, key: str) -> object:
+    """The config id ``key`` built, or a one-line PipelineError naming it, its arguments and the refusal (the
+    innermost error's first line: MONAI wraps a constructor's error in its own)."""
+    try:
+        return parser.get_parsed_content(key)
+    except Exception as exc:  # whatever the configs and --set made the constructors raise
+        cause: BaseException = exc
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise PipelineError(f"the bundle config's '{key}' cannot be built{_arguments(parser, key)}: {reason}") \
+            from exc
+
+
 def _optional(parser: ConfigParser, key: str) -> object:
-    return parser.get_parsed_content(key) if key in parser and parser.get(key) is not None else None
+    return _built(parser, key) if key in parser and parser.get(key) is not None else None
 
 
 def bundle_card(parser: ConfigParser) -> tuple[ModelCard, torch.nn.Module]:
@@ -67,9 +100,9 @@ def bundle_card(parser: ConfigParser) -> tuple[ModelCard, torch.nn.Module]:
         >>> card.target_spacing                                                            # doctest: +SKIP
         [1.5, 1.5, 2.0]
     """
-    network = parser.get_parsed_content("network_def")
-    card = describe_model(network, parser.get_parsed_content("preprocessing"), parser.get_parsed_content("inferer"),
-                          parser.get_parsed_content("label_names"), augmentation=_optional(parser, "augmentation"),
+    network = _built(parser, "network_def")
+    card = describe_model(network, _built(parser, "preprocessing"), _built(parser, "inferer"),
+                          _built(parser, "label_names"), augmentation=_optional(parser, "augmentation"),
                           modality=_optional(parser, "modality"), channels=_optional(parser, "channel_names"),
                           bundle_meta=parser.get("_meta_", {}) or {}, deploy_level=_optional(parser, "deploy_level"))
     return card, network
@@ -156,7 +189,12 @@ def export_bundle(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike, 
         configs: config files combined, e.g. ``("train", "train_2d")``: names of the bundle's configs, or paths
             of other JSON files such as a plan (``("train", "plans/hippo.json")``). Defaults to ``("train",)``.
         overrides: config id -> value, as on the ``monai.bundle`` command line. Defaults to None.
+
+    Raises:
+        PipelineError: a destination that cannot be written (checked first), configs or overrides whose objects
+            cannot be built (the config id, its arguments and the reason), or any error of the export.
     """
+    check_destination(out)
     root = Path(bundle_dir)
     changed, network = bundle_card(_parser(root, configs, overrides))
     existing = find_card(checkpoint)

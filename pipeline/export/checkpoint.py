@@ -25,7 +25,7 @@ from pipeline.deploy.files import card_path, file_sha256, find_card, load_networ
 from pipeline.deploy.levels import card_level
 from pipeline.errors import PipelineError
 from pipeline.export.network import build_network
-from pipeline.export.torchscript import ExportResult, export_torchscript
+from pipeline.export.torchscript import ExportResult, check_destination, export_torchscript
 
 __all__ = ["card_for_checkpoint", "export_checkpoint", "export_model"]
 
@@ -99,9 +99,10 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, lev
         half: fp16 weights (CUDA only). Defaults to False.
 
     Raises:
-        PipelineError: no card beside the checkpoint (one line saying what to pass instead), or any error of
-            :func:`export_model`.
+        PipelineError: a destination that cannot be written (checked first), no card beside the checkpoint (one line
+            saying what to pass instead), or any error of :func:`export_model`.
     """
+    check_destination(out)
     path = Path(checkpoint)
     if not path.is_file():
         raise PipelineError(f"checkpoint '{path}' does not exist")

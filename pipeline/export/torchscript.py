@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from pipeline.deploy.files import EMBEDDED_CARD
 from pipeline.errors import PipelineError
 from pipeline.io.atomic import atomic_path
 
-__all__ = ["ExportError", "ExportResult", "export_torchscript"]
+__all__ = ["ExportError", "ExportResult", "check_destination", "export_torchscript"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,42 @@ class ExportResult:
     max_abs_diff: float
     input_shape: tuple[int, ...]
     card: ModelCard
+
+
+def check_destination(out: str | os.PathLike) -> Path:
+    """Refuse, before any work, a destination the export could not be renamed into: an existing folder or other
+    non-file, or a folder (the nearest one that exists, where folders are still to be made) that cannot be written.
+
+    Args:
+        out: the ``.ts`` file to write.
+
+    Raises:
+        PipelineError: one line naming the destination, the rule and what was found.
+
+    Example:
+        >>> check_destination("runs/ct")                                    # doctest: +SKIP
+        PipelineError: the export destination must be a file, not a folder, got the folder 'runs/ct' (e.g. ...)
+    """
+    dest = Path(out)
+    if dest.is_dir():
+        raise PipelineError(f"the export destination must be a file, not a folder, got the folder '{dest}' (e.g. "
+                            f"'{dest / 'model.ts'}')")
+    if dest.exists() and not dest.is_file():
+        raise PipelineError(f"the export destination must be a regular file (the export replaces it), got '{dest}' "
+                            "(a device, socket or pipe)")
+    folder = dest.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise PipelineError(f"the export destination must lie in a folder, got '{dest}', where '{folder}' is a file")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".probe", dir=folder)
+    except OSError as exc:
+        raise PipelineError(f"the export destination's folder must be writable, got '{folder}' "
+                            f"({exc.strerror or exc}) for '{dest}'") from None
+    os.close(fd)
+    os.unlink(probe)
+    return dest
 
 
 def _test_input(network: torch.nn.Module, card: ModelCard, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -79,9 +116,11 @@ def export_torchscript(network: torch.nn.Module, out: str | os.PathLike, card: M
         tolerance: largest accepted |scripted - eager|. Defaults to 1e-4 (fp32) or 1e-2 (fp16).
 
     Raises:
-        PipelineError: CUDA or half precision asked for where unavailable.
+        PipelineError: a destination that cannot be written (:func:`check_destination`), or CUDA or half precision
+            asked for where unavailable.
         ExportError: the reloaded file's output differs from the eager model's beyond ``tolerance``.
     """
+    check_destination(out)
     dev = resolve_device(device)
     if half and dev.type != "cuda":
         raise PipelineError("half precision export needs --device cuda (fp16 convolutions are not supported well on "

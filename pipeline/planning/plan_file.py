@@ -28,8 +28,9 @@ def plan_dataset(dataset: str | os.PathLike, out: str | os.PathLike, modality: s
                  progress: bool = True) -> Plan:
     """Plan a training for ``dataset`` and write it to ``out``.
 
-    The dataset is checked first (files, grids, channel counts; every problem named, nothing read further), then
-    fingerprinted (``fingerprint.json`` next to ``out``, reused while the files are unchanged) and planned.
+    The dataset is checked first with the rules of ``pipeline validate`` (files, grids, channel counts, label values;
+    every problem named, nothing read further), then its labelled cases are fingerprinted (``fingerprint.json``
+    next to ``out``, reused while the files are unchanged) and planned.
 
     Args:
         dataset: dataset folder (MSD, nnU-Net v2 raw), CSV datalist, or images folder (with ``labels_dir``).
@@ -46,9 +47,8 @@ def plan_dataset(dataset: str | os.PathLike, out: str | os.PathLike, modality: s
         DatasetValidationError: broken rules, each named (missing channel, grids, channel counts...).
     """
     datalist = load_datalist(dataset, fmt=fmt, labels_dir=labels_dir)
-    labelled = [item for item in datalist.items if item.get("label")]
-    datalist.items = labelled
-    validate_datalist(datalist, read_voxels=False, progress=progress)
+    validate_datalist(datalist, progress=progress)  # as `pipeline validate` does: what it refuses is not planned
+    datalist.items = [item for item in datalist.items if item.get("label")]
     dest = Path(out)
     fp = fingerprint_dataset(datalist, cache=dest.parent / "fingerprint.json", progress=progress)
     source = str(Path(dataset).resolve())

@@ -62,6 +62,52 @@ def test_nnunet_missing_channel_is_named(tmp_path, ct_dataset):
         load_nnunet(root)
 
 
+def test_nnunet_layout_problems_are_all_reported_one_line_each(tmp_path, ct_dataset, capsys):
+    from pipeline.cli import main
+    from pipeline.data import DatasetValidationError
+
+    root = _nnunet_from(ct_dataset, tmp_path / "Dataset003", channels=2)
+    (root / "imagesTr/ct_003_0001.nii.gz").unlink()
+    (root / "labelsTr/ct_001.nii.gz").unlink()
+    shutil.copy(root / "labelsTr/ct_000.nii.gz", root / "labelsTr/ghost.nii.gz")
+    meta = json.loads((root / "dataset.json").read_text())
+    meta.update(numTraining=7, labels={"background": 0, "liver": "one", "kidney": 2})
+    (root / "dataset.json").write_text(json.dumps(meta))
+    expected = [f"{root}/dataset.json: label ids must be integers (region-based labels are not supported), got "
+                "'liver': 'one'",
+                f"{root}/labelsTr/ghost.nii.gz: every label must have its case's images in imagesTr (label without "
+                "image), got no ghost_0000.nii.gz",
+                f"{root}/imagesTr/ct_003: each case must have channels [0, 1] (_0000..._0001.nii.gz), got [0]",
+                f"{root}/dataset.json: 'numTraining' must be the number of cases in imagesTr (6), got 7",
+                f"{root.resolve()}/labelsTr/ct_001.nii.gz: every training case must have its label file (missing "
+                "label)"]
+    with pytest.raises(DatasetValidationError) as info:
+        load_nnunet(root)
+    assert [str(p) for p in info.value.problems] == expected
+    assert main(["validate", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert f"{root}: dataset has 5 problem(s):" in err and all(f"  - {line}\n" in err for line in expected)
+
+
+@pytest.mark.parametrize("meta, problems", [
+    ({"channel_names": {"a": "CT"}, "labels": {"background": 0}, "file_ending": 5},
+     ["'channel_names' must map the channel numbers 0, 1, ... to names (e.g. {\"0\": \"CT\"}), got {\"a\": \"CT\"}",
+      "'file_ending' must be a file ending such as \".nii.gz\", got 5"]),
+    ({"channel_names": {"0": "CT", "2": "PET"}, "labels": ["background"]},
+     ["'channel_names' must map the channel numbers 0, 1, ... to names (e.g. {\"0\": \"CT\"}), got {\"0\": \"CT\", "
+      "\"2\": \"PET\"}", "'labels' must map label names to ids (e.g. {\"background\": 0}), got [\"background\"]"]),
+    ({"name": "x", "channel_names": {"0": "CT"}},
+     ["an nnU-Net v2 dataset.json must have 'labels', got keys ['channel_names', 'name']"]),
+])
+def test_bad_nnunet_dataset_json_keys_are_all_named(tmp_path, ct_dataset, meta, problems):
+    root = _nnunet_from(ct_dataset, tmp_path / "Dataset004")
+    (root / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError) as info:
+        load_nnunet(root)
+    found = [str(p) for p in getattr(info.value, "problems", [info.value])]
+    assert found == [f"{root}/dataset.json: {p}" for p in problems]
+
+
 def test_paired_folders(ct_dataset, tmp_path):
     (tmp_path / "img").mkdir()
     shutil.copy(ct_dataset / "imagesTr/ct_001.nii.gz", tmp_path / "img/a.nii.gz")

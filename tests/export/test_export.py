@@ -221,3 +221,78 @@ def test_half_export_on_cuda(tmp_path):
     result = export_torchscript(net, tmp_path / "h.ts", CARD.replace(labels={"0": "bg", "1": "a"}), device="cuda",
                                 half=True)
     assert result.card.export.precision == "fp16" and result.max_abs_diff < 1e-2
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder this process cannot write in: a read-only tmpfs where the tests run as root (root ignores
+    permissions), else a folder without write permission."""
+    import os
+
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], check=False,
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"running as root and cannot mount a read-only tmpfs: {done.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False, capture_output=True)
+
+
+@pytest.mark.parametrize("kind, rule", [
+    ("folder", "the export destination must be a file, not a folder, got the folder '{out}' (e.g. '{out}/model.ts')"),
+    ("pipe", "the export destination must be a regular file (the export replaces it), got '{out}'"),
+    ("under_a_file", "the export destination must lie in a folder, got '{out}', where '{parent}' is a file"),
+    ("read_only", "the export destination's folder must be writable, got '{parent}' ("),
+])
+def test_cli_export_refuses_a_destination_it_cannot_write_before_exporting(kind, rule, tmp_path, tiny_parser,
+                                                                           monkeypatch, capsys, request):
+    import os
+
+    from pipeline.cli import main
+    from pipeline.export import checkpoint
+
+    model = _trained(tmp_path, tiny_parser)
+    if kind == "folder":
+        out = tmp_path / "exports"
+        out.mkdir()
+    elif kind == "pipe":
+        out = tmp_path / "fifo.ts"
+        os.mkfifo(out)
+    elif kind == "under_a_file":
+        out = model.parent / "model_card.json" / "m.ts"
+    else:
+        out = request.getfixturevalue("read_only_folder") / "sub" / "m.ts"
+    parent = out.parent if kind != "read_only" else out.parent.parent
+
+    def not_reached(*args, **kwargs):
+        raise AssertionError("the export ran before its destination was checked")
+
+    monkeypatch.setattr(checkpoint, "load_network_weights", not_reached)
+    for extra in ([], ["--bundle", "unetpp_mri_segmentation"]):
+        assert main(["export", "--checkpoint", str(model), "--out", str(out), *extra]) == 2
+        captured = capsys.readouterr()
+        errors = [line for line in captured.err.splitlines() if "error" in line.lower()]
+        assert errors == [errors[0]] and errors[0].startswith("pipeline export: error: "), captured.err
+        assert rule.format(out=out, parent=parent) in errors[0] and captured.out == ""
+    assert kind != "folder" or list(out.iterdir()) == []
+
+
+def test_cli_export_names_the_network_argument_the_class_refuses(tmp_path, tiny_checkpoints, capsys):
+    from pipeline.cli import main
+
+    code = main(["export", "--bundle", "unetpp_mri_segmentation", "--checkpoint",
+                 str(tiny_checkpoints["unetpp_mri_segmentation"]), "--out", str(tmp_path / "m.ts"), "--set",
+                 "features=[1,2]"])
+    captured = capsys.readouterr()
+    assert code == 2 and "Traceback" not in captured.err, captured.err
+    (line,) = [line for line in captured.err.splitlines() if "error" in line.lower()]
+    assert line.startswith("pipeline export: error: the bundle config's 'network_def' cannot be built "
+                           "(pipeline.networks.UNetPlusPlus with ")
+    assert "features=[1, 2], depth=0" in line and line.endswith(": depth must be between 1 and 6, got 0")
+    assert not (tmp_path / "m.ts").exists()
