@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from pipeline.io.dicom_scan import FolderScan, IgnoredFile, scan_dicom_folder, s
 from pipeline.io.reader import IMAGE_SUFFIXES, image_suffix
 
 __all__ = ["NNUNET_CHANNEL", "Discovery", "InputCase", "discover", "find_cases", "find_images", "looks_like_dicom"]
+
+logger = logging.getLogger(__name__)
 
 #: nnU-Net's channel file name: ``<case>_<4-digit channel><ending>``.
 NNUNET_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -91,24 +94,33 @@ def looks_like_dicom(path: Path) -> bool:
         return False
 
 
-def _walk(root: Path) -> tuple[list[str], list[FolderScan]]:
-    """Image files below ``root`` and the scans of its folders that hold DICOM."""
+def _walk(root: Path) -> tuple[list[str], list[FolderScan], list[IgnoredFile]]:
+    """Image files below ``root``, the scans of its folders that hold DICOM, and the entries passed over because
+    they are not regular files (a named pipe or a device would block or never end: never opened)."""
     files: list[str] = []
     scans: list[FolderScan] = []
+    passed: list[IgnoredFile] = []
+    hidden = 0
     for folder, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         here = Path(folder)
+        # hidden files (the job's own temporaries among them) are never inputs
         visible = [f for f in sorted(names) if not f.startswith(".")]
-        # hidden files (the job's own temporaries among them) are never inputs; every other image file is
-        images = [str(here / f) for f in visible if image_suffix(f)]
+        hidden += len(names) - len(visible)
+        regular = [f for f in visible if (here / f).is_file()]
+        passed += [IgnoredFile(str(here / f), "not a regular file (a named pipe, device or broken link): never "
+                               "opened") for f in visible if f not in regular]
+        images = [str(here / f) for f in regular if image_suffix(f)]
         files += images
-        others = [here / f for f in visible if not image_suffix(f)]
+        others = [here / f for f in regular if not image_suffix(f)]
         # raw data sets (no preamble, no ending) are tried on a few files of folders without other images
         if any(looks_like_dicom(p) for p in others) or (not images and any(sniff_dicom(p) for p in others[:3])):
             scan = scan_dicom_folder(here)
             if scan.is_dicom:
                 scans.append(scan)
-    return files, scans
+    if hidden:
+        logger.info("passed over %d hidden file(s) under %s (names starting with '.')", hidden, root)
+    return files, scans, passed
 
 
 def _dicom_cases(scan: FolderScan) -> list[InputCase]:
@@ -126,7 +138,7 @@ def _dicom_cases(scan: FolderScan) -> list[InputCase]:
 
 
 def _csv_rows(path: Path) -> tuple[list[str], list[dict]]:
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:  # Excel writes a byte-order mark
         reader = csv.DictReader(handle)
         return list(reader.fieldnames or []), list(reader)
 
@@ -145,6 +157,8 @@ def find_images(path: str | os.PathLike, column: str = "image") -> list[str]:
     p = Path(path)
     if not p.exists():
         raise DatasetError(p, "the input must be an existing file or folder")
+    if not p.is_file() and not p.is_dir():
+        raise DatasetError(p, "the input must be a regular file or a folder, not a named pipe or device")
     if p.is_file():
         if p.suffix.lower() == ".csv":
             fields, rows = _csv_rows(p)
@@ -156,7 +170,7 @@ def find_images(path: str | os.PathLike, column: str = "image") -> list[str]:
             raise DatasetError(p, f"input files must end in {', '.join(IMAGE_SUFFIXES)} (or be a .csv list); "
                                "DICOM is read by folder: pass the series' folder")
         return [str(p)]
-    files, scans = _walk(p)
+    files, scans, _ = _walk(p)
     return sorted(files + [s.folder for s in scans if s.groups])
 
 
@@ -165,7 +179,7 @@ def _csv_cases(path: Path, channels: int) -> list[InputCase]:
     error (reported by the job), never dropped."""
     from pipeline.data.datalist import case_id
 
-    with path.open(newline="") as handle:  # line numbers as an editor shows them (blank lines count)
+    with path.open(newline="", encoding="utf-8-sig") as handle:  # line numbers as an editor shows them; BOM: Excel
         reader = csv.DictReader(handle)
         rows = [(reader.line_num, row) for row in reader]
         fields = list(reader.fieldnames or [])
@@ -234,11 +248,11 @@ def discover(path: str | os.PathLike, channels: int = 1) -> Discovery:
     p = Path(path)
     if p.is_file() and p.suffix.lower() == ".csv":
         return Discovery(_csv_cases(p, int(channels)), [])
-    if p.is_file() or not p.exists():
-        files, scans = find_images(p), []  # its checks of the path
+    if not p.is_dir():
+        files, scans, passed = find_images(p), [], []  # its checks of the path
     else:
-        files, scans = _walk(p)
-    ignored = [item for scan in scans for item in scan.ignored]
+        files, scans, passed = _walk(p)
+    ignored = passed + [item for scan in scans for item in scan.ignored]
     if int(channels) <= 1:
         cases = [InputCase(case_id(Path(i)), (i,)) for i in files]
     else:

@@ -43,6 +43,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
                             f"(torch {torch.__version__}, built for CUDA: {torch.version.cuda or 'no'})")
     if dev.type not in ("cpu", "cuda"):
         raise PipelineError(f"device must be cpu or cuda[:N], got '{device}'")
+    if dev.type == "cpu" and dev.index not in (None, 0):  # torch takes cpu:1 and runs on the one CPU device
+        raise PipelineError(f"device must be cpu (one CPU device, all its cores) or cuda[:N], got '{device}'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise PipelineError(f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} CUDA "
+                            "device(s), cuda:0 to cuda:" f"{torch.cuda.device_count() - 1}")
     return dev
 
 

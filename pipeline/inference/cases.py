@@ -2,7 +2,8 @@
 
 - :func:`output_names`: ``<sanitised case id>_seg<ending>``, unique, never a path outside the output folder;
   the ending follows the output format (a DICOM SEG ``.dcm`` for DICOM series by default).
-- :func:`select_shard`: every n-th case of the sorted list, so n processes cover every case exactly once.
+- :func:`select_shard`: the cases whose path hash falls in shard i of n, so n processes cover every case exactly
+  once, even when they list a changing folder at different moments.
 - :func:`without_own_outputs`: the job never takes its own label maps as inputs, whether the output folder lies
   inside the input folder or is the input folder itself (a re-run would otherwise segment ``a_seg``, then
   ``a_seg_seg``...).
@@ -10,8 +11,8 @@
 Example:
     >>> parse_shard("1/4")
     (1, 4)
-    >>> select_shard(["c", "a", "b", "d"], (0, 2))
-    ['a', 'c']
+    >>> sorted(select_shard(["a", "b", "c", "d"], (0, 2)) + select_shard(["a", "b", "c", "d"], (1, 2)))
+    ['a', 'b', 'c', 'd']
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from pathlib import Path
 
 from pipeline.data.datalist import case_id
 from pipeline.data.discover import InputCase
-from pipeline.io import label_suffix_for
+from pipeline.inference.inputs import is_own_output
+from pipeline.io import is_image_file, label_suffix_for
 from pipeline.io.dicom_seg import SEG_SUFFIX
 
-__all__ = ["OUTPUT_FORMATS", "output_names", "parse_shard", "select_shard", "shard_from_env", "without_own_outputs"]
+__all__ = ["OUTPUT_FORMATS", "output_names", "parse_shard", "select_shard", "shard_from_env", "shard_of",
+           "without_own_outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,16 +48,20 @@ def _suffix(first: str, output_format: str) -> str:
     return label_suffix_for(first)
 
 
-def output_names(inputs: list[str] | list[InputCase], output_format: str = "auto") -> dict[str, str]:
+def output_names(inputs: list[str] | list[InputCase], output_format: str = "auto",
+                 root: str | os.PathLike | None = None) -> dict[str, str]:
     """Input (path, or a case's :attr:`~pipeline.data.InputCase.source`) -> output file name:
-    ``<sanitised case id>_seg<ending>``; inputs sharing a stem get a short hash of their full path appended.
-    Names hold no path separators and do not start with a dot.
+    ``<sub-folders under root>_<sanitised case id>_seg<ending>``, so that a name depends on its own input only
+    (a file added elsewhere with the same stem renames nothing). Inputs that still share a name (``a.nii.gz`` and
+    ``a.nrrd`` side by side) get a short hash of their full path appended. Names hold no path separators and do
+    not start with a dot.
 
     Args:
         inputs: input paths or cases.
         output_format: ``auto`` (a DICOM SEG ``.dcm`` for a DICOM series, the input's own ending otherwise),
             ``nifti`` (``.nii.gz`` for all) or ``dicom-seg`` (``.dcm`` for DICOM series; other inputs fail).
             Defaults to ``"auto"``.
+        root: the input folder; None names cases by their id alone (a CSV's rows). Defaults to None.
 
     Raises:
         ValueError: an unknown output format.
@@ -62,7 +69,8 @@ def output_names(inputs: list[str] | list[InputCase], output_format: str = "auto
     if output_format not in OUTPUT_FORMATS:
         raise ValueError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}, got '{output_format}'")
     cases = [c if isinstance(c, InputCase) else InputCase(case_id(Path(c.rstrip("/\\"))), (c,)) for c in inputs]
-    stems = {c.source: (_SAFE.sub("_", c.name).strip("._") or "image") for c in cases}
+    stems = {c.source: (_SAFE.sub("_", _folders(c.paths[0], root) + c.name).strip("._") or "image")
+             for c in cases}
     firsts = {c.source: c.paths[0] for c in cases}
     counts: dict[str, int] = {}
     for stem in stems.values():
@@ -75,10 +83,21 @@ def output_names(inputs: list[str] | list[InputCase], output_format: str = "auto
     return names
 
 
+def _folders(path: str, root: str | os.PathLike | None) -> str:
+    """``"a_b_"`` for a path in ``root/a/b/``; ``""`` directly in root, outside it, or without a root."""
+    if root is None:
+        return ""
+    parent = os.path.relpath(os.path.dirname(os.path.abspath(path.rstrip("/\\"))), os.path.abspath(root))
+    if parent == "." or parent.startswith(".."):
+        return ""
+    return parent.replace(os.sep, "_") + "_"
+
+
 def without_own_outputs(cases: list[InputCase], input_path: str | os.PathLike,
                         output_dir: str | os.PathLike, output_format: str = "auto") -> list[InputCase]:
     """``cases`` less the job's own outputs: everything inside ``output_dir`` when that folder lies below
-    ``input_path``, and every input that is another input's output file (the two folders are one).
+    ``input_path``, every input that is another input's output file (the two folders are one), and every image
+    file whose header carries the job's provenance line (an output of another format or an earlier folder).
 
     Args:
         cases: the cases found under the input path.
@@ -93,8 +112,10 @@ def without_own_outputs(cases: list[InputCase], input_path: str | os.PathLike,
                                             for p in c.paths)]
         if len(kept) < len(cases):
             logger.info("left out %d input(s) inside the output folder %s", len(cases) - len(kept), out)
-    own = {str(out / name) for name in output_names(kept, output_format).values()}
-    mine = [c for c in kept if any(str(Path(p).resolve()) in own for p in c.paths)]
+    folder = input_path if Path(input_path).is_dir() else None
+    own = {str(out / name) for name in output_names(kept, output_format, root=folder).values()}
+    mine = [c for c in kept if any(str(Path(p).resolve()) in own for p in c.paths)
+            or any(is_image_file(p) and is_own_output(p) for p in c.paths)]  # any format, any earlier folder
     if mine:
         logger.info("left out %d input(s) that are this job's own outputs (e.g. %s)", len(mine), mine[0].paths[0])
     return [c for c in kept if c not in mine]
@@ -113,13 +134,51 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def shard_from_env() -> tuple[int, int] | None:
-    """``(RANK, WORLD_SIZE)`` when started by torchrun (or any launcher setting both), else None."""
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return parse_shard(f"{os.environ['RANK']}/{os.environ['WORLD_SIZE']}")
-    return None
+    """``(RANK, WORLD_SIZE)`` when started by torchrun (or any launcher setting both), else None.
+
+    Raises:
+        ValueError: only one of the two is set (every process would do every case), or they are not a shard.
+    """
+    rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
+    if rank is None and world is None:
+        return None
+    if rank is None or world is None:
+        raise ValueError(f"RANK and WORLD_SIZE must be set together (a launcher sets both), got RANK={rank!r} and "
+                         f"WORLD_SIZE={world!r}")
+    try:
+        return parse_shard(f"{rank}/{world}")
+    except ValueError:
+        raise ValueError(f"RANK and WORLD_SIZE must be whole numbers with 0 <= RANK < WORLD_SIZE, got RANK={rank!r} "
+                         f"and WORLD_SIZE={world!r}") from None
 
 
-def select_shard(items: list[str], shard: tuple[int, int]) -> list[str]:
-    """Every ``n``-th item of the sorted list, starting at ``i``: the shards partition the items."""
+def select_shard(items: list[str], shard: tuple[int, int], root: str | os.PathLike | None = None) -> list[str]:
+    """The items whose stable key falls in shard ``i`` of ``n`` (sorted): the key is a hash of the item's path
+    relative to ``root`` (the item itself without one), so an item's shard never depends on which other items a
+    process happened to list. Ranks that list a changing folder at different moments therefore never drop a case
+    that another rank would have taken; a case that arrives later is done by its own shard's next run.
+
+    Args:
+        items: case sources (paths).
+        shard: ``(i, n)``.
+        root: the input folder the paths lie under (machines may mount it at different places). Defaults to None.
+    """
     index, count = shard
-    return [p for k, p in enumerate(sorted(items)) if k % count == index]
+    return [p for p in sorted(items) if shard_of(p, count, root) == index]
+
+
+def shard_of(item: str, count: int, root: str | os.PathLike | None = None) -> int:
+    """The shard (``0 <= s < count``) of one case source: a hash of its path relative to ``root``.
+
+    Args:
+        item: the case source.
+        count: the number of shards.
+        root: as :func:`select_shard`. Defaults to None.
+    """
+    key = item
+    if root is not None:
+        try:
+            key = os.path.relpath(item, root)
+        except ValueError:  # another drive (Windows): the path itself
+            key = item
+    return int(hashlib.sha256(key.replace(os.sep, "/").encode()).hexdigest()[:15], 16) % int(count)

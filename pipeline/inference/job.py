@@ -50,6 +50,7 @@ from pipeline.deploy.card import ModelCard
 from pipeline.deploy.files import file_sha256, load_torchscript
 from pipeline.errors import DiskFullError, ImageReadError, PipelineError
 from pipeline.inference.cases import output_names, parse_shard, select_shard, shard_from_env, without_own_outputs
+from pipeline.inference.inputs import check_input_memory, input_fingerprint
 from pipeline.inference.outputs import OutputFolder, Provenance
 from pipeline.inference.predictor import Predictor
 from pipeline.inference.preprocess import Preprocessor
@@ -63,6 +64,9 @@ __all__ = ["output_names", "parse_shard", "segment", "select_shard", "shard_from
 
 logger = logging.getLogger(__name__)
 
+#: the most reading threads: each holds a whole case (and its float32 copy) in memory
+MAX_WORKERS = 32
+
 
 class _Case:
     def __init__(self, case: InputCase, output: Path) -> None:
@@ -70,6 +74,7 @@ class _Case:
         self.name = output.name.rsplit("_seg", 1)[0]
         self.volume = None
         self.existing: dict[str, float] = {}
+        self.fingerprint = ""
         self.image: torch.Tensor | None = None
         self.state = None
         self.warning = ""
@@ -134,18 +139,20 @@ class _Job:
 
     def prepare(self, path: str) -> _Case:
         case = _Case(self.cases[path], self.folder.path / self.names[path])
-        state = self.folder.state(case.output.name, self.provenance, self.overwrite)
+        if case.input.error:
+            raise PipelineError(case.input.error)
+        case.fingerprint = input_fingerprint(case.input)
+        state = self.folder.state(case.output.name, self.provenance, self.overwrite, case.fingerprint)
         if state == "done":
             try:  # complete by its provenance; it must also read back (a run killed by a full disk...)
                 case.existing = self.existing(case)
                 return case
             except ImageReadError as exc:
                 logger.warning("%s: redoing it: %s", case.output, exc)
-        if case.input.error:
-            raise PipelineError(case.input.error)
         if self.output_format == "dicom-seg" and not case.output.name.endswith(SEG_SUFFIX):
             raise PipelineError(f"{path}: --output-format dicom-seg needs a DICOM series as input (a SEG references "
                                 "its source images); use --output-format auto or nifti for other files")
+        check_input_memory(case.input, self.workers)
         case.volume = read_dicom(case.input.paths[0], case.input.series) if case.input.series \
             else read_case(case.input.paths)
         series = case.volume.dicom
@@ -173,9 +180,10 @@ class _Job:
             case.output.unlink()
         if case.output.name.endswith(SEG_SUFFIX):
             write_dicom_seg(labels_map, case.volume.dicom, case.output, self.segments, self.algorithm,
-                            notes=self.provenance.line)
+                            notes=self.provenance.for_input(case.fingerprint))
         else:
-            write_image(labels_map, case.volume.geometry, case.output, notes=self.provenance.line)
+            write_image(labels_map, case.volume.geometry, case.output,
+                        notes=self.provenance.for_input(case.fingerprint))
         if case.warning:
             logger.warning("%s: %s", case.path, case.warning)
         stored = _as_stored(labels_map, case.volume.dicom) if case.output.name.endswith(SEG_SUFFIX) else labels_map
@@ -292,8 +300,8 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
             case runs).
         DiskFullError: the output folder's file system filled up; the job stopped after recording it.
     """
-    if int(workers) < 1:
-        raise PipelineError(f"workers must be >= 1, got {workers}")
+    if not 1 <= int(workers) <= MAX_WORKERS:  # each worker holds a case in memory
+        raise PipelineError(f"workers must be between 1 and {MAX_WORKERS}, got {workers}")
     folder = OutputFolder(output_dir)
     shard = shard or shard_from_env() or (0, 1)
     if device == "auto" and torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
@@ -304,11 +312,12 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
                               sw_batch_size=sw_batch_size, tta=tta, precision=precision)
         provenance = Provenance(file_sha256(model), predictor.level, predictor.precision, bool(tta), predictor.overlap)
         cases, found = _find(input_path, folder, card.network.in_channels, output_format)
-        names = output_names(list(cases.values()), output_format)
+        root = input_path if Path(input_path).is_dir() else None
+        names = output_names(list(cases.values()), output_format, root=root)
         job = _Job(predictor, card, folder, cases, names, provenance, overwrite, int(workers), output_format)
     except ValueError as exc:
         raise PipelineError(str(exc)) from exc
-    mine = select_shard(list(cases), shard)
+    mine = select_shard(list(cases), shard, root=root)
     report = JobReport(str(model), str(folder.path), job.labels, shard, {
         "device": str(predictor.device), "level": predictor.level, "overlap": predictor.overlap, "tta": tta,
         "precision": predictor.precision, "provenance": provenance.line, "model_sha256": provenance.model_sha256,
@@ -319,10 +328,14 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
                                                   "validation": dict(card.training.validation)}})
     if shard[0] == 0:  # one shard names the files that are not cases, so that merged reports name them once
         report.ignored = [{"path": i.path, "reason": i.reason, "damaged": i.damaged} for i in found.ignored]
-    folder.remove_own_temporaries([names[p] for p in mine] + [f"{report.stem}.json", f"{report.stem}.csv"])
+    folder.create()
+    folder.claim([names[p] for p in mine] + [f"{report.stem}.json", f"{report.stem}.csv"])
     logger.info("segmenting %d of %d image(s) (shard %d/%d) on %s at level %d in %s", len(mine), len(cases),
                 *shard, predictor.device, predictor.level, predictor.precision)
-    _run(job, mine, report, progress)
+    try:
+        _run(job, mine, report, progress)
+    finally:
+        folder.release()
     return report
 
 

@@ -46,8 +46,15 @@ _MODE = _file_mode()
 
 
 def temporary_pattern(name: str) -> re.Pattern[str]:
-    """The names :func:`atomic_path` gives the temporary files of destination ``name`` (and nothing else)."""
-    return re.compile(rf"^\.{re.escape(name)}\.[A-Za-z0-9_]{{8}}\.part(\.[A-Za-z0-9.]+)?$")
+    """The names :func:`atomic_path` gives the temporary files of destination ``name`` (and nothing else): the
+    writers pass the destination's own ending as the suffix, or none, so no other ending is matched (a user's
+    ``.<name>.abcdefgh.part.docx`` is not ours).
+
+    Args:
+        name: the destination's file name.
+    """
+    ending = ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+    return re.compile(rf"^\.{re.escape(name)}\.[A-Za-z0-9_]{{8}}\.part({re.escape(ending)})?$")
 
 
 def free_bytes(folder: str | os.PathLike) -> int | None:

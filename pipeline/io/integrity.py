@@ -42,16 +42,52 @@ def format_bytes(n: float) -> str:
     return f"{value:.1f} TiB"  # pragma: no cover - the loop returns
 
 
-def available_memory() -> int:
-    """Bytes the kernel reports available (``MemAvailable``), else the physical memory."""
+def _cgroup_headroom(root: Path) -> int | None:
+    """Bytes this process's memory cgroup still allows (limit - usage), v2 or v1; None without a limit."""
+    candidates = [(root / "memory.max", root / "memory.current"),  # v2, at the namespace root
+                  (root / "memory" / "memory.limit_in_bytes", root / "memory" / "memory.usage_in_bytes")]  # v1
+    for limit_file, usage_file in candidates:
+        try:
+            limit_text = limit_file.read_text().strip()
+        except OSError:
+            continue
+        if not limit_text or limit_text == "max":
+            return None
+        limit = int(limit_text)
+        if limit >= 1 << 60:  # v1 writes "no limit" as a huge number
+            return None
+        try:
+            usage = int(usage_file.read_text().strip())
+        except (OSError, ValueError):
+            usage = 0
+        return max(0, limit - usage)
+    return None
+
+
+def available_memory(cgroup_root: str | os.PathLike = "/sys/fs/cgroup") -> int:
+    """Bytes this process may still allocate: the kernel's ``MemAvailable`` (else the physical memory), or less
+    where a memory cgroup (``docker --memory``, Kubernetes limits; v2 ``memory.max``, v1
+    ``memory.limit_in_bytes``) leaves less: /proc/meminfo shows the host's memory inside a container.
+
+    Args:
+        cgroup_root: where the cgroup file system is mounted. Defaults to ``"/sys/fs/cgroup"``.
+    """
+    host = None
     try:
         with open("/proc/meminfo") as handle:
             for line in handle:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    host = int(line.split()[1]) * 1024
+                    break
     except (OSError, ValueError, IndexError):
         pass
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    if host is None:
+        host = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    try:
+        headroom = _cgroup_headroom(Path(cgroup_root))
+    except ValueError:
+        headroom = None
+    return host if headroom is None else min(host, headroom)
 
 
 def check_fits(nbytes: float, path: str | os.PathLike | None, what: str, available: int | None = None) -> None:

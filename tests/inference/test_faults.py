@@ -95,6 +95,7 @@ def _corrupted_inputs(root, mri_dataset):
     header = nib.Nifti1Header()
     header.set_data_shape((4000, 4000, 4000))
     header.set_data_dtype(np.int16)
+    header.set_data_offset(352)  # a valid single-file header: only its size is absurd
     (root / "huge_header.nii").write_bytes(header.binaryblock + b"\0" * 4)
     spaced = vol.geometry
     write_image(vol.array, type(spaced)(spaced.shape, (100.0, 100.0, 100.0), spaced.origin, spaced.direction),
@@ -102,7 +103,8 @@ def _corrupted_inputs(root, mri_dataset):
     return {"truncated_gz": "compressed data ends early", "truncated_raw": "the file is truncated",
             "text": "no image reader recognises its content", "gzip_text": "no image reader recognises",
             "four_d": "the model needs 1 channel(s), the image has 3", "nan": "1 NaN or infinite voxel(s)",
-            "huge_header": "reading the image (4000x4000x4000, 16-bit signed integer) needs 119.2 GiB",
+            "huge_header": "reading 4000x4000x4000 voxels (16-bit signed integer) and their float32 copy, 2 case(s) at "
+                           "once, needs 715.3 GiB",
             "resamples_huge": "resampling the 32x36x32 grid at 100x100x100 mm to 1x1x1 mm"}
 
 

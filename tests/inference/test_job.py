@@ -43,12 +43,13 @@ def test_mixed_folder_bad_cases_reported_and_outputs_on_input_grids(tmp_path, ct
     report = segment(exported["unetpp_ct_segmentation"], inputs, tmp_path / "out", device="cpu", progress=False)
     status = {c.case: c for c in report.cases}
     assert {k: v.status for k, v in status.items()} == {
-        "a": "ok", "b_lps": "ok", "c": "ok", "d": "ok", "broken": "failed", "four_d": "failed", "nan": "failed"}
+        "a": "ok", "b_lps": "ok", "sub_c": "ok", "sub_d": "ok", "broken": "failed", "four_d": "failed",
+        "nan": "failed"}  # names carry the sub-folders: adding a file elsewhere renames nothing
     assert "cannot read image" in status["broken"].error and "broken.nii.gz" in status["broken"].error
     assert "the model needs 1 channel(s), the image has 2" in status["four_d"].error
     assert "1 NaN or infinite voxel(s)" in status["nan"].error
     for name, out in [("a.nii.gz", "a_seg.nii.gz"), ("b_lps.nii.gz", "b_lps_seg.nii.gz"),
-                      ("sub/c.nrrd", "c_seg.nrrd"), ("sub/d.mha", "d_seg.mha")]:
+                      ("sub/c.nrrd", "sub_c_seg.nrrd"), ("sub/d.mha", "sub_d_seg.mha")]:
         source, seg = read_header(inputs / name), read_image(tmp_path / "out" / out)
         assert seg.geometry.same_grid(source.geometry), name
         assert seg.array.dtype == np.uint8 and set(np.unique(seg.array)) <= {0, 1, 2}
@@ -59,7 +60,7 @@ def test_mixed_folder_bad_cases_reported_and_outputs_on_input_grids(tmp_path, ct
     header = (tmp_path / "out/report.csv").read_text().splitlines()[0]
     assert header == "case,status,seconds,liver_ml,kidney_ml,input,output,error,warning"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
-        ["a_seg.nii.gz", "b_lps_seg.nii.gz", "c_seg.nrrd", "d_seg.mha", "report.json", "report.csv"])
+        ["a_seg.nii.gz", "b_lps_seg.nii.gz", "sub_c_seg.nrrd", "sub_d_seg.mha", "report.json", "report.csv"])
 
 
 def test_volumes_in_millilitres(tmp_path, ct_dataset, exported):
@@ -182,7 +183,8 @@ def test_real_mixed_folder_dicom_nrrd_and_lps_mr(tmp_path, ct_mr_examples, expor
     for source, output in pairs:
         assert read_header(tmp_path / "out" / output).geometry.same_grid(read_header(inputs / source).geometry)
     assert read_header(tmp_path / "out/mr_lps_seg.nii.gz").geometry.orientation == "LPS"
-    assert any(c.output == str(tmp_path / "out/ct_series_seg.dcm") for c in report.cases), "the report names the SEG"
+    assert any(c.output == str(tmp_path / "out/patient1_ct_series_seg.dcm") for c in report.cases), \
+        "the report names the SEG"
 
 
 def test_the_job_does_not_import_monai(tmp_path, mri_dataset, exported):

@@ -27,9 +27,13 @@ def test_the_folder_must_be_a_writable_folder(tmp_path, monkeypatch):
     def read_only(*args, **kwargs):
         raise OSError(30, "Read-only file system")
 
+    later = OutputFolder(tmp_path / "later" / "out")
+    assert not (tmp_path / "later").exists(), "nothing is created before the job is sure to run"
+    later.create()
+    assert (tmp_path / "later" / "out").is_dir()
     monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
     with pytest.raises(PipelineError, match=r"can write to, got '.*ro' \(Read-only file system\)"):
-        OutputFolder(tmp_path / "ro")
+        OutputFolder(tmp_path / "ro").create()
 
 
 def test_only_the_jobs_own_temporaries_are_removed(tmp_path):
@@ -62,6 +66,7 @@ def test_provenance_decides_skip_redo_or_refuse(tmp_path):
 
 def test_links_at_result_names_are_never_followed(tmp_path):
     folder = OutputFolder(tmp_path / "out")
+    folder.create()
     target = tmp_path / "elsewhere.nii.gz"
     write_image(np.ones(GEOM.shape, np.uint8), GEOM, target, notes=RUN.line)  # even a matching file behind it
     (tmp_path / "out" / "a_seg.nii.gz").symlink_to(target)

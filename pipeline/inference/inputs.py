@@ -1,0 +1,104 @@
+"""What the batch job knows about an input before it reads it: its fingerprint, whether it is one of the job's own
+outputs, and whether it fits in memory with the other cases in flight.
+
+- :func:`input_fingerprint`: 12 hex digits over the input's content (a whole file up to
+  :data:`WHOLE_FILE_LIMIT`, else its size and its first and last MiB; a DICOM series: its instance UIDs and file
+  sizes). The provenance line of each output ends with it, so a re-run redoes a case whose input was replaced.
+- :func:`is_own_output`: an image file whose header carries this job's provenance line (any output format, any
+  earlier output folder) is never an input.
+- :func:`check_input_memory`: the voxels as stored plus their float32 working copy, times the cases read at once,
+  against the memory this process may still use (the container's cgroup limit included), before any voxel is read.
+
+Example:
+    >>> input_fingerprint(InputCase("ct_000", ("scans/ct_000.nii.gz",)))        # doctest: +SKIP
+    '3fa2c19b0d4e'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data.discover import InputCase
+from pipeline.io import read_header, read_notes
+from pipeline.io.dicom_series import find_series, instance_uid
+from pipeline.io.integrity import check_fits
+from pipeline.io.writer import PROVENANCE_PREFIX
+
+__all__ = ["WHOLE_FILE_LIMIT", "check_input_memory", "input_fingerprint", "is_own_output"]
+
+logger = logging.getLogger(__name__)
+
+#: files up to this size are hashed whole; larger ones by size, first and last MiB
+WHOLE_FILE_LIMIT = 64 << 20
+_EDGE = 1 << 20
+
+
+def _file_digest(path: Path, digest: hashlib._Hash) -> None:
+    size = path.stat().st_size
+    digest.update(f"{path.name}:{size}".encode())
+    with open(path, "rb") as handle:
+        if size <= WHOLE_FILE_LIMIT:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+            return
+        digest.update(handle.read(_EDGE))
+        handle.seek(size - _EDGE)
+        digest.update(handle.read(_EDGE))
+
+
+def input_fingerprint(case: InputCase) -> str:
+    """12 hex digits that change when the case's input content changes (see the module docstring).
+
+    Args:
+        case: the case.
+
+    Raises:
+        OSError: a file cannot be read; ImageReadError: a DICOM series that cannot be assembled.
+    """
+    digest = hashlib.sha256()
+    for path in case.paths:
+        p = Path(path)
+        if p.is_dir():
+            series = find_series(p, case.series or None)
+            for ds in series.datasets:
+                digest.update(f"{instance_uid(ds)}:{os.path.getsize(ds.filename)}".encode())
+        else:
+            _file_digest(p, digest)
+    return digest.hexdigest()[:12]
+
+
+def is_own_output(path: str | os.PathLike) -> bool:
+    """True for an image file that carries this job's provenance line in its header (a label map it wrote).
+
+    Args:
+        path: an image file.
+    """
+    notes = read_notes(path)
+    return bool(notes) and notes.startswith(PROVENANCE_PREFIX)
+
+
+def check_input_memory(case: InputCase, at_once: int) -> None:
+    """Refuse (before reading) a case whose voxels, stored and as float32, times ``at_once`` cases in flight,
+    exceed the share of memory one step may take (:func:`pipeline.io.integrity.check_fits`).
+
+    Args:
+        case: the case; image files are measured from their headers (DICOM series are measured when read).
+        at_once: cases read and converted at the same time (the job's readers).
+
+    Raises:
+        ImageReadError: one line naming the file, the memory needed and the memory available.
+    """
+    for path in case.paths:
+        if Path(path).is_dir():
+            continue
+        header = read_header(path)
+        voxels = float(np.prod(header.geometry.shape, dtype=np.float64)) * header.components
+        need = (header.nbytes + voxels * 4) * max(1, at_once)
+        size = "x".join(map(str, header.geometry.shape))
+        check_fits(need, path, f"reading {size} voxels ({header.pixel_type}) and their float32 copy, "
+                   f"{at_once} case(s) at once,")
