@@ -88,8 +88,14 @@ class DiskFullError(ImageWriteError):
     Args:
         path: the file that could not be written.
         free: bytes left on its file system, where known.
+        inodes: file entries (inodes) left on it, where known: with none left a disk is full however many bytes
+            are free.
     """
 
-    def __init__(self, path: object, free: int | None = None) -> None:
+    def __init__(self, path: object, free: int | None = None, inodes: int | None = None) -> None:
         left = "" if free is None else f" ({free} bytes free)"
-        super().__init__(path, f"no space left on the device{left}; free some space and run again")
+        if inodes == 0:
+            super().__init__(path, f"no file entries (inodes) left on the device{left}; remove some files and run "
+                             "again")
+        else:
+            super().__init__(path, f"no space left on the device{left}; free some space and run again")

@@ -8,6 +8,8 @@ outputs, and whether it fits in memory with the other cases in flight.
   earlier output folder) is never an input.
 - :func:`check_input_memory`: the voxels as stored plus their float32 working copy, times the cases read at once,
   against the memory this process may still use (the container's cgroup limit included), before any voxel is read.
+- :func:`check_image`: once read, refuse what the model cannot segment; warn about what it should not (a constant
+  image, one thinner than :data:`MIN_VOXELS`, a series of another modality than the model's).
 
 Example:
     >>> input_fingerprint(InputCase("ct_000", ("scans/ct_000.nii.gz",)))        # doctest: +SKIP
@@ -24,18 +26,25 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.discover import InputCase
-from pipeline.io import read_header, read_notes
+from pipeline.deploy.card import ModelCard
+from pipeline.errors import ImageReadError
+from pipeline.io import Volume, read_header, read_notes
 from pipeline.io.dicom_series import find_series, instance_uid
 from pipeline.io.integrity import check_fits
 from pipeline.io.writer import PROVENANCE_PREFIX
 
-__all__ = ["WHOLE_FILE_LIMIT", "check_input_memory", "input_fingerprint", "is_own_output"]
+__all__ = ["MIN_VOXELS", "WHOLE_FILE_LIMIT", "check_image", "check_input_memory", "input_fingerprint",
+           "is_own_output"]
 
 logger = logging.getLogger(__name__)
 
 #: files up to this size are hashed whole; larger ones by size, first and last MiB
 WHOLE_FILE_LIMIT = 64 << 20
 _EDGE = 1 << 20
+#: an image with fewer voxels along any axis gets a warning: too little for the network to see anatomy
+MIN_VOXELS = 4
+# the modality names model cards use -> DICOM's Modality codes
+_MODALITIES = {"MRI": "MR", "MR": "MR", "CT": "CT", "PET": "PT", "PT": "PT", "US": "US"}
 
 
 def _file_digest(path: Path, digest: hashlib._Hash) -> None:
@@ -102,3 +111,51 @@ def check_input_memory(case: InputCase, at_once: int) -> None:
         size = "x".join(map(str, header.geometry.shape))
         check_fits(need, path, f"reading {size} voxels ({header.pixel_type}) and their float32 copy, "
                    f"{at_once} case(s) at once,")
+
+
+def check_image(volume: Volume, path: str, card: ModelCard) -> list[str]:
+    """Raise for an image the model cannot segment; return warnings for one it can but should not (constant,
+    thinner than :data:`MIN_VOXELS` along an axis, another modality than the model was trained on).
+
+    Args:
+        volume: the image as read.
+        path: its source, for messages.
+        card: the model's card.
+
+    Raises:
+        ImageReadError: empty, another dimensionality or channel count than the model's, NaN or infinite voxels.
+    """
+    want = card.image_dims
+    if volume.array.size == 0:
+        raise ImageReadError(path, "the image is empty (no voxels)")
+    if volume.geometry.ndim != want:
+        raise ImageReadError(path, f"wrong dimensionality: the model segments {want}D images, got a "
+                             f"{volume.geometry.ndim}D image of size {volume.geometry.shape}")
+    if volume.channels != card.network.in_channels:
+        raise ImageReadError(path, f"the model needs {card.network.in_channels} channel(s), the image has "
+                             f"{volume.channels}")
+    if np.issubdtype(volume.array.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(volume.array)))
+        if bad:
+            raise ImageReadError(path, f"the image holds {bad} NaN or infinite voxel(s)")
+    warnings = []
+    low, high = np.min(volume.array), np.max(volume.array)
+    if low == high:
+        warnings.append(f"the image is constant (every voxel {low:g}): its label map says nothing about anatomy")
+    thin = [(axis, n) for axis, n in enumerate(volume.geometry.shape) if n < MIN_VOXELS]
+    if thin:
+        axis, n = thin[0]
+        warnings.append(f"the image is only {n} voxel(s) along axis {axis} (shape {volume.geometry.shape}): too "
+                        f"little for a {want}D model to see anatomy; its labels are guesses")
+    modality = _modality(volume)
+    if modality and card.modality and modality != _MODALITIES.get(card.modality.upper(), card.modality.upper()):
+        warnings.append(f"the model was trained on {card.modality} images, this series is {modality}: its labels "
+                        "may mean nothing")
+    return warnings
+
+
+def _modality(volume: Volume) -> str:
+    """The DICOM Modality of a series (other formats do not record one)."""
+    if volume.dicom is None or not volume.dicom.datasets:
+        return ""
+    return str(volume.dicom.datasets[0].get("Modality", "") or "").upper()

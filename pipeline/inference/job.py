@@ -50,7 +50,7 @@ from pipeline.deploy.card import ModelCard
 from pipeline.deploy.files import file_sha256, load_torchscript
 from pipeline.errors import DiskFullError, ImageReadError, PipelineError
 from pipeline.inference.cases import output_names, parse_shard, select_shard, shard_from_env, without_own_outputs
-from pipeline.inference.inputs import check_input_memory, input_fingerprint
+from pipeline.inference.inputs import check_image, check_input_memory, input_fingerprint
 from pipeline.inference.outputs import OutputFolder, Provenance
 from pipeline.inference.predictor import Predictor
 from pipeline.inference.preprocess import Preprocessor
@@ -78,27 +78,6 @@ class _Case:
         self.image: torch.Tensor | None = None
         self.state = None
         self.warning = ""
-
-
-def _check(volume, path: str, card: ModelCard) -> str:
-    """Raise for an image the model cannot segment; return a warning for one it can but should not."""
-    want = card.image_dims
-    if volume.array.size == 0:
-        raise ImageReadError(path, "the image is empty (no voxels)")
-    if volume.geometry.ndim != want:
-        raise ImageReadError(path, f"wrong dimensionality: the model segments {want}D images, got a "
-                             f"{volume.geometry.ndim}D image of size {volume.geometry.shape}")
-    if volume.channels != card.network.in_channels:
-        raise ImageReadError(path, f"the model needs {card.network.in_channels} channel(s), the image has "
-                             f"{volume.channels}")
-    if np.issubdtype(volume.array.dtype, np.floating):
-        bad = int(np.count_nonzero(~np.isfinite(volume.array)))
-        if bad:
-            raise ImageReadError(path, f"the image holds {bad} NaN or infinite voxel(s)")
-    low, high = np.min(volume.array), np.max(volume.array)
-    if low == high:
-        return f"the image is constant (every voxel {low:g}): its label map says nothing about anatomy"
-    return ""
 
 
 def _volumes(labels: np.ndarray, spacing: tuple[float, ...], names: dict[str, str]) -> dict[str, float]:
@@ -161,7 +140,7 @@ class _Job:
                                 "tilt), which a NIfTI grid cannot hold; write a DICOM SEG (--output-format auto or "
                                 "dicom-seg), or resample the series first")
         case.warning = "; ".join([*(series.warnings if series is not None else []),
-                                  *filter(None, [_check(case.volume, path, self.card)])])
+                                  *check_image(case.volume, path, self.card)])
         case.image, case.state = self.preprocess(case.volume.array, case.volume.geometry.affine,
                                                  spatial_dims=case.volume.geometry.ndim)
         classes = max(2, len(self.labels))  # probabilities and the window weights, before they are allocated
@@ -208,7 +187,8 @@ class _Job:
         if isinstance(exc, DiskFullError):
             self.disk_full = self.disk_full or exc
         message = str(exc) if isinstance(exc, (PipelineError, OSError, ValueError)) else f"{type(exc).__name__}: {exc}"
-        logger.error("%s: %s", path, message)
+        where = self.cases[path].paths[0]  # most messages name the file already: name it once
+        logger.error("%s", message if where in message else f"{path}: {message}")
         return CaseResult(self.names[path].rsplit("_seg", 1)[0], path, "", "failed", 0.0, message)
 
     def collect(self, path: str, future: Future) -> CaseResult:

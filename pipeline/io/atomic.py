@@ -29,7 +29,7 @@ from pathlib import Path
 
 from pipeline.errors import DiskFullError
 
-__all__ = ["FULL_BELOW", "atomic_path", "free_bytes", "is_disk_full", "raise_if_disk_full", "temporary_pattern",
+__all__ = ["FULL_BELOW", "atomic_path", "free_bytes", "free_inodes", "is_disk_full", "raise_if_disk_full", "temporary_pattern",
            "write_text_atomic"]
 
 #: a write that failed (or reads back wrong) on a file system with less free space than this ran out of space
@@ -66,6 +66,20 @@ def free_bytes(folder: str | os.PathLike) -> int | None:
     return int(stats.f_bavail * stats.f_frsize)
 
 
+def free_inodes(folder: str | os.PathLike) -> int | None:
+    """File entries (inodes) available on ``folder``'s file system (None where it cannot be asked or does not
+    count them, as some network and FUSE file systems report 0 of 0)."""
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return None
+    return int(stats.f_favail) if stats.f_files else None
+
+
+def _full(dest: str | os.PathLike, folder: str | os.PathLike) -> DiskFullError:
+    return DiskFullError(dest, free_bytes(folder), free_inodes(folder))
+
+
 # errors that say something else than "no space", whatever the free space
 _NOT_SPACE = (PermissionError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # a full file system, or this user's quota on it
@@ -98,8 +112,10 @@ def is_disk_full(exc: BaseException, folder: str | os.PathLike, any_error: bool 
         return False
     if not any_error and not any(isinstance(e, OSError) for e in chain):
         return False
-    free = free_bytes(folder) if Path(folder).is_dir() else None
-    return free is not None and free < FULL_BELOW
+    if not Path(folder).is_dir():
+        return False
+    free = free_bytes(folder)
+    return (free is not None and free < FULL_BELOW) or free_inodes(folder) == 0
 
 
 def raise_if_disk_full(exc: BaseException, dest: str | os.PathLike, any_error: bool = True) -> None:
@@ -118,7 +134,7 @@ def raise_if_disk_full(exc: BaseException, dest: str | os.PathLike, any_error: b
         raise exc
     folder = Path(dest).parent
     if is_disk_full(exc, folder, any_error):
-        raise DiskFullError(dest, free_bytes(folder)) from exc
+        raise _full(dest, folder) from exc
 
 
 def _fsync(path: str | os.PathLike, directory: bool = False) -> None:
@@ -149,7 +165,7 @@ def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".part{suffix}", dir=target.parent)
     except OSError as exc:
         if exc.errno in _FULL_ERRNOS:
-            raise DiskFullError(target, free_bytes(target.parent)) from exc
+            raise _full(target, target.parent) from exc
         raise
     os.close(fd)
     try:

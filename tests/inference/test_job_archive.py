@@ -162,3 +162,21 @@ def test_a_truncated_output_with_a_valid_header_is_redone(tmp_path, mri_dataset,
     output.write_bytes((tmp_path / "full.nii.gz").read_bytes()[:-200])
     assert _run(model, inputs, tmp_path / "out").counts() == {"ok": 1, "skipped": 0, "failed": 0}
     assert np.array_equal(read_image(output).array, expected)
+
+
+def test_thin_images_and_another_modality_are_segmented_with_a_warning(tmp_path, mri_dataset, exported, caplog):
+    from ..conftest import write_dicom_series
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).normal(size=(64, 64, 1)).astype(np.float32), np.eye(4)),
+             inputs / "slab.nii.gz")
+    write_dicom_series(inputs / "ct_series", (np.random.default_rng(1).normal(size=(32, 32, 8)) * 80).astype(np.int16))
+    (inputs / "broken.nii.gz").write_text("not an image")
+    report = _run(exported["unetpp_mri_segmentation"], inputs, tmp_path / "out")
+    status = {c.case: c for c in report.cases}
+    assert status["slab"].status == "ok" and "only 1 voxel(s) along axis 2" in status["slab"].warning
+    assert status["ct_series"].status == "ok"
+    assert "the model was trained on MR images, this series is CT" in status["ct_series"].warning
+    (line,) = [r.getMessage() for r in caplog.records if "broken.nii.gz" in r.getMessage()]
+    assert line.count("broken.nii.gz") == 1, "the file is named once"

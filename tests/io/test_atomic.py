@@ -44,3 +44,13 @@ def test_low_free_space_explains_an_errno_less_write_error_but_not_a_permission_
     with pytest.raises(PermissionError), atomic_path(tmp_path / "y.bin"):
         raise PermissionError(errno.EACCES, "Permission denied")
     assert not list(tmp_path.iterdir()), "no file under either name"
+
+
+def test_no_inodes_left_is_named_as_such(tmp_path, monkeypatch):
+    """Out of file entries, a disk is full with megabytes free: the message says which."""
+    monkeypatch.setattr(atomic, "free_bytes", lambda folder: 10 << 20)
+    monkeypatch.setattr(atomic, "free_inodes", lambda folder: 0)
+    assert is_disk_full(OSError("could not write"), tmp_path)
+    with pytest.raises(DiskFullError, match=r"no file entries \(inodes\) left on the device \(10485760 bytes free\)"), \
+            atomic_path(tmp_path / "z.bin"):
+        raise OSError(errno.ENOSPC, "No space left on device")
