@@ -269,7 +269,7 @@ def load_csv(csv_path: str | os.PathLike) -> Datalist:
     """
     path = Path(csv_path)
     try:
-        with path.open(newline="") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # Excel writes a byte-order mark
             rows = list(csv.DictReader(handle))
             header = rows[0].keys() if rows else []
     except FileNotFoundError as exc:

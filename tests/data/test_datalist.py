@@ -153,3 +153,11 @@ def test_unrecognised_layouts(tmp_path):
 def test_case_id():
     assert case_id("/a/b/liver_1.nii.gz") == "liver_1"
     assert case_id("x.mha") == "x" and case_id("scan.nrrd") == "scan" and case_id("dicom_dir") == "dicom_dir"
+
+
+def test_a_csv_saved_by_excel_with_a_byte_order_mark(tmp_path, ct_dataset):
+    image = sorted((ct_dataset / "imagesTr").iterdir())[0]
+    (tmp_path / "list.csv").write_text(f"\ufeffimage,label\n{image},{ct_dataset / 'labelsTr' / image.name}\n",
+                                       encoding="utf-8")
+    datalist = load_csv(tmp_path / "list.csv")
+    assert [item["image"] for item in datalist.items] == [str(image)]

@@ -180,3 +180,12 @@ def test_thin_images_and_another_modality_are_segmented_with_a_warning(tmp_path,
     assert "the model was trained on MR images, this series is CT" in status["ct_series"].warning
     (line,) = [r.getMessage() for r in caplog.records if "broken.nii.gz" in r.getMessage()]
     assert line.count("broken.nii.gz") == 1, "the file is named once"
+
+
+def test_hidden_inputs_are_counted_in_the_log(tmp_path, mri_dataset, exported, caplog):
+    inputs = copy_cases(tmp_path / "in", mri_dataset, cases=1)
+    shutil.copy(inputs / "case0_0.nii.gz", inputs / ".backup.nii.gz")
+    with caplog.at_level("INFO"):
+        report = _run(exported["unetpp_mri_segmentation"], inputs, tmp_path / "out")
+    assert [c.case for c in report.cases] == ["case0_0"]
+    assert any("passed over 1 hidden file(s)" in r.getMessage() for r in caplog.records)
