@@ -299,13 +299,7 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
         raise PipelineError(str(exc)) from exc
     mine = select_shard(list(cases), shard, root=root)
     report = JobReport(str(model), str(folder.path), job.labels, shard, {
-        "device": str(predictor.device), "level": predictor.level, "overlap": predictor.overlap, "tta": tta,
-        "precision": predictor.precision, "provenance": provenance.line, "model_sha256": provenance.model_sha256,
-        "sw_batch_size": predictor.sw_batch_size, "workers": workers, "inputs": len(cases), "this_shard": len(mine),
-        "output_format": output_format, "model": {"bundle": dict(card.bundle), "modality": card.modality,
-                                                  "channels": list(card.channels),
-                                                  "mirror_axes": card.inference.mirror_axes,
-                                                  "validation": dict(card.training.validation)}})
+        **_settings(job), "tta": tta, "workers": workers, "inputs": len(cases), "this_shard": len(mine)})
     if shard[0] == 0:  # one shard names the files that are not cases, so that merged reports name them once
         report.ignored = [{"path": i.path, "reason": i.reason, "damaged": i.damaged} for i in found.ignored]
     folder.create()
@@ -317,6 +311,16 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
     finally:
         folder.release()
     return report
+
+
+def _settings(job: _Job) -> dict:
+    """What ran, for the report: the predictor's settings, the provenance and the model card's facts."""
+    predictor, card, provenance = job.predictor, job.card, job.provenance
+    return {"device": str(predictor.device), "level": predictor.level, "overlap": predictor.overlap,
+            "precision": predictor.precision, "provenance": provenance.line, "model_sha256": provenance.model_sha256,
+            "sw_batch_size": predictor.sw_batch_size, "output_format": job.output_format,
+            "model": {"bundle": dict(card.bundle), "modality": card.modality, "channels": list(card.channels),
+                      "mirror_axes": card.inference.mirror_axes, "validation": dict(card.training.validation)}}
 
 
 def _run(job: _Job, mine: list[str], report: JobReport, progress: bool) -> None:
