@@ -42,35 +42,60 @@ def format_bytes(n: float) -> str:
     return f"{value:.1f} TiB"  # pragma: no cover - the loop returns
 
 
-def _cgroup_headroom(root: Path) -> int | None:
-    """Bytes this process's memory cgroup still allows (limit - usage), v2 or v1; None without a limit."""
-    candidates = [(root / "memory.max", root / "memory.current"),  # v2, at the namespace root
-                  (root / "memory" / "memory.limit_in_bytes", root / "memory" / "memory.usage_in_bytes")]  # v1
-    for limit_file, usage_file in candidates:
+def _own_cgroups(root: Path, proc_cgroup: Path) -> list[tuple[Path, Path, Path]]:
+    """``(folder, limit file, usage file)`` for this process's memory cgroup and each of its ancestors up to
+    ``root`` (a limit anywhere above binds too), v2 and v1; the root alone where /proc says nothing."""
+    paths = {"v2": "", "v1": ""}
+    try:
+        for line in proc_cgroup.read_text().splitlines():
+            parts = line.split(":", 2)
+            if len(parts) == 3 and parts[0] == "0" and not parts[1]:
+                paths["v2"] = parts[2].strip().lstrip("/")
+            elif len(parts) == 3 and "memory" in parts[1].split(","):
+                paths["v1"] = parts[2].strip().lstrip("/")
+    except OSError:
+        pass
+    found = []
+    for base, rel, limit, usage in ((root, paths["v2"], "memory.max", "memory.current"),
+                                    (root / "memory", paths["v1"], "memory.limit_in_bytes", "memory.usage_in_bytes")):
+        here = base / rel if rel else base
+        for folder in [here, *here.parents]:
+            found.append((folder, folder / limit, folder / usage))
+            if folder == base:
+                break
+    return found
+
+
+def _cgroup_headroom(root: Path, proc_cgroup: Path) -> int | None:
+    """Bytes this process's memory cgroups still allow (the smallest limit - usage), v2 or v1; None without a
+    limit."""
+    headroom = None
+    for _, limit_file, usage_file in _own_cgroups(root, proc_cgroup):
         try:
             limit_text = limit_file.read_text().strip()
         except OSError:
             continue
-        if not limit_text or limit_text == "max":
-            return None
-        limit = int(limit_text)
-        if limit >= 1 << 60:  # v1 writes "no limit" as a huge number
-            return None
+        if not limit_text or limit_text == "max" or int(limit_text) >= 1 << 60:  # v1 writes "none" as a huge number
+            continue
         try:
             usage = int(usage_file.read_text().strip())
         except (OSError, ValueError):
             usage = 0
-        return max(0, limit - usage)
-    return None
+        left = max(0, int(limit_text) - usage)
+        headroom = left if headroom is None else min(headroom, left)
+    return headroom
 
 
-def available_memory(cgroup_root: str | os.PathLike = "/sys/fs/cgroup") -> int:
+def available_memory(cgroup_root: str | os.PathLike = "/sys/fs/cgroup",
+                     proc_cgroup: str | os.PathLike = "/proc/self/cgroup") -> int:
     """Bytes this process may still allocate: the kernel's ``MemAvailable`` (else the physical memory), or less
-    where a memory cgroup (``docker --memory``, Kubernetes limits; v2 ``memory.max``, v1
-    ``memory.limit_in_bytes``) leaves less: /proc/meminfo shows the host's memory inside a container.
+    where a memory cgroup of this process or above it (``docker --memory``, Kubernetes limits, a systemd slice;
+    v2 ``memory.max``, v1 ``memory.limit_in_bytes``) leaves less: /proc/meminfo shows the host's memory inside a
+    container.
 
     Args:
         cgroup_root: where the cgroup file system is mounted. Defaults to ``"/sys/fs/cgroup"``.
+        proc_cgroup: the file naming this process's cgroups. Defaults to ``"/proc/self/cgroup"``.
     """
     host = None
     try:
@@ -84,7 +109,7 @@ def available_memory(cgroup_root: str | os.PathLike = "/sys/fs/cgroup") -> int:
     if host is None:
         host = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     try:
-        headroom = _cgroup_headroom(Path(cgroup_root))
+        headroom = _cgroup_headroom(Path(cgroup_root), Path(proc_cgroup))
     except ValueError:
         headroom = None
     return host if headroom is None else min(host, headroom)

@@ -79,8 +79,15 @@ def test_memory_is_counted_against_the_containers_limit_and_a_case_too_large_fai
     (v1 / "memory.limit_in_bytes").write_text(f"{1 << 30}\n")
     (v1 / "memory.usage_in_bytes").write_text("0\n")
     assert integrity.available_memory(tmp_path / "v1") == 1 << 30
+    nested = tmp_path / "v2"  # a limit on the slice above this process's own cgroup binds it too
+    (nested / "batch.slice" / "job.scope").mkdir(parents=True)
+    (nested / "batch.slice" / "memory.max").write_text(f"{3 << 30}\n")
+    (nested / "batch.slice" / "memory.current").write_text(f"{1 << 30}\n")
+    (nested / "batch.slice" / "job.scope" / "memory.max").write_text("max\n")
+    (tmp_path / "proc_cgroup").write_text("0::/batch.slice/job.scope\n")
+    assert integrity.available_memory(nested, tmp_path / "proc_cgroup") == 2 << 30
     real = integrity.available_memory
-    monkeypatch.setattr(integrity, "available_memory", lambda root="": real(tmp_path / "v1"))
+    monkeypatch.setattr(integrity, "available_memory", lambda *args: real(tmp_path / "v1"))
     inputs = copy_cases(tmp_path / "in", mri_dataset, cases=1)
     header = nib.Nifti1Header()
     header.set_data_shape((1024, 1024, 600))
