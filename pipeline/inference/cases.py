@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from pipeline.data.datalist import case_id
@@ -29,7 +30,7 @@ from pipeline.inference.inputs import is_own_output
 from pipeline.io import is_image_file, label_suffix_for
 from pipeline.io.dicom_seg import SEG_SUFFIX
 
-__all__ = ["OUTPUT_FORMATS", "output_names", "parse_shard", "select_shard", "shard_from_env", "shard_of",
+__all__ = ["OUTPUT_FORMATS", "case_key", "output_names", "parse_shard", "select_shard", "shard_from_env", "shard_of",
            "without_own_outputs"]
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,8 @@ def output_names(inputs: list[str] | list[InputCase], output_format: str = "auto
     """Input (path, or a case's :attr:`~pipeline.data.InputCase.source`) -> output file name:
     ``<sub-folders under root>_<sanitised case id>_seg<ending>``, so that a name depends on its own input only
     (a file added elsewhere with the same stem renames nothing). Inputs that still share a name (``a.nii.gz`` and
-    ``a.nrrd`` side by side) get a short hash of their full path appended. Names hold no path separators and do
+    ``a.nrrd`` side by side with ``nifti`` output) get a short hash of their path under ``root`` appended, the same
+    on every machine. Names hold no path separators and do
     not start with a dot.
 
     Args:
@@ -71,15 +73,17 @@ def output_names(inputs: list[str] | list[InputCase], output_format: str = "auto
     cases = [c if isinstance(c, InputCase) else InputCase(case_id(Path(c.rstrip("/\\"))), (c,)) for c in inputs]
     stems = {c.source: (_SAFE.sub("_", _folders(c.paths[0], root) + c.name).strip("._") or "image")
              for c in cases}
-    firsts = {c.source: c.paths[0] for c in cases}
+    plain = {c.source: f"{stems[c.source]}_seg{_suffix(c.paths[0], output_format)}" for c in cases}
     counts: dict[str, int] = {}
-    for stem in stems.values():
-        counts[stem] = counts.get(stem, 0) + 1
+    for name in plain.values():
+        counts[name] = counts.get(name, 0) + 1
     names = {}
-    for source, stem in stems.items():
-        if counts[stem] > 1:
-            stem = f"{stem}_{hashlib.sha1(os.path.abspath(source).encode()).hexdigest()[:8]}"
-        names[source] = f"{stem}_seg{_suffix(firsts[source], output_format)}"
+    for c in cases:  # a clash: a hash of the path under the input folder, the same on every machine
+        if counts[plain[c.source]] > 1:
+            digest = hashlib.sha1(case_key(c, root if root is not None else None).encode()).hexdigest()[:8]
+            names[c.source] = f"{stems[c.source]}_{digest}_seg{_suffix(c.paths[0], output_format)}"
+        else:
+            names[c.source] = plain[c.source]
     return names
 
 
@@ -152,33 +156,53 @@ def shard_from_env() -> tuple[int, int] | None:
                          f"and WORLD_SIZE={world!r}") from None
 
 
-def select_shard(items: list[str], shard: tuple[int, int], root: str | os.PathLike | None = None) -> list[str]:
+def select_shard(items: list[str], shard: tuple[int, int], root: str | os.PathLike | None = None,
+                 keys: Mapping[str, str] | None = None) -> list[str]:
     """The items whose stable key falls in shard ``i`` of ``n`` (sorted): the key is a hash of the item's path
-    relative to ``root`` (the item itself without one), so an item's shard never depends on which other items a
-    process happened to list. Ranks that list a changing folder at different moments therefore never drop a case
-    that another rank would have taken; a case that arrives later is done by its own shard's next run.
+    relative to ``root`` (or ``keys[item]``: :func:`case_key`), so an item's shard never depends on which other
+    items a process happened to list. Ranks that list a changing folder at different moments therefore never drop
+    a case that another rank would have taken; a case that arrives later is done by its own shard's next run.
 
     Args:
         items: case sources (paths).
         shard: ``(i, n)``.
         root: the input folder the paths lie under (machines may mount it at different places). Defaults to None.
+        keys: item -> its key, where the caller has one (cases of several files, DICOM series). Defaults to None.
     """
     index, count = shard
-    return [p for p in sorted(items) if shard_of(p, count, root) == index]
+    return [p for p in sorted(items)
+            if shard_of(keys[p] if keys is not None else _relative(p, root), count) == index]
 
 
-def shard_of(item: str, count: int, root: str | os.PathLike | None = None) -> int:
-    """The shard (``0 <= s < count``) of one case source: a hash of its path relative to ``root``.
+def case_key(case: InputCase, root: str | os.PathLike | None) -> str:
+    """A case's name that every machine agrees on: each of its paths relative to ``root`` (the input folder, or
+    the folder of the input file or CSV), joined, with its DICOM series key; a path outside ``root`` stays
+    absolute.
 
     Args:
-        item: the case source.
-        count: the number of shards.
-        root: as :func:`select_shard`. Defaults to None.
+        case: the case.
+        root: the folder the input was given as, or holds the input file.
     """
-    key = item
-    if root is not None:
-        try:
-            key = os.path.relpath(item, root)
-        except ValueError:  # another drive (Windows): the path itself
-            key = item
-    return int(hashlib.sha256(key.replace(os.sep, "/").encode()).hexdigest()[:15], 16) % int(count)
+    return ";".join(_relative(p, root) for p in case.paths) + (f"#{case.series}" if case.series else "")
+
+
+def _relative(path: str, root: str | os.PathLike | None) -> str:
+    if root is None:
+        return path.replace(os.sep, "/")
+    try:
+        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+    except ValueError:  # another drive (Windows)
+        return path
+    return (os.path.abspath(path) if rel.startswith("..") else rel).replace(os.sep, "/")
+
+
+def shard_of(key: str, count: int) -> int:
+    """The shard (``0 <= s < count``) of a case key (:func:`case_key`): a hash of it.
+
+    Args:
+        key: the case's key.
+        count: the number of shards.
+    """
+    return int(hashlib.sha256(key.encode()).hexdigest()[:15], 16) % int(count)
+
+

@@ -2,8 +2,9 @@
 outputs, and whether it fits in memory with the other cases in flight.
 
 - :func:`input_fingerprint`: 12 hex digits over the input's content (a whole file up to
-  :data:`WHOLE_FILE_LIMIT`, else its size and its first and last MiB; a DICOM series: its instance UIDs and file
-  sizes). The provenance line of each output ends with it, so a re-run redoes a case whose input was replaced.
+  :data:`WHOLE_FILE_LIMIT`, else its size and its first and last MiB; a ``.mhd``/``.nhdr`` header with its data
+  file; a DICOM series: its instance UIDs and file sizes). A change inside a larger file that keeps its size and
+  both ends, or a DICOM slice rewritten under the same UID and size, goes unseen. The provenance line of each output ends with it, so a re-run redoes a case whose input was replaced.
 - :func:`is_own_output`: an image file whose header carries this job's provenance line (any output format, any
   earlier output folder) is never an input.
 - :func:`check_input_memory`: the voxels as stored plus their float32 working copy, times the cases read at once,
@@ -31,6 +32,7 @@ from pipeline.errors import ImageReadError
 from pipeline.io import Volume, read_header, read_notes
 from pipeline.io.dicom_series import find_series, instance_uid
 from pipeline.io.integrity import check_fits
+from pipeline.io.itk_messages import data_file
 from pipeline.io.writer import PROVENANCE_PREFIX
 
 __all__ = ["MIN_VOXELS", "WHOLE_FILE_LIMIT", "check_image", "check_input_memory", "input_fingerprint",
@@ -78,6 +80,9 @@ def input_fingerprint(case: InputCase) -> str:
                 digest.update(f"{instance_uid(ds)}:{os.path.getsize(ds.filename)}".encode())
         else:
             _file_digest(p, digest)
+            detached = data_file(p)  # .mhd/.nhdr: the voxels live in another file
+            if detached is not None and detached.is_file():
+                _file_digest(detached, digest)
     return digest.hexdigest()[:12]
 
 

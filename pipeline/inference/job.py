@@ -49,7 +49,14 @@ from pipeline.data.discover import Discovery, InputCase, discover
 from pipeline.deploy.card import ModelCard
 from pipeline.deploy.files import file_sha256, load_torchscript
 from pipeline.errors import DiskFullError, ImageReadError, PipelineError
-from pipeline.inference.cases import output_names, parse_shard, select_shard, shard_from_env, without_own_outputs
+from pipeline.inference.cases import (
+    case_key,
+    output_names,
+    parse_shard,
+    select_shard,
+    shard_from_env,
+    without_own_outputs,
+)
 from pipeline.inference.inputs import check_image, check_input_memory, input_fingerprint
 from pipeline.inference.outputs import OutputFolder, Provenance
 from pipeline.inference.predictor import Predictor
@@ -294,19 +301,20 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
         cases, found = _find(input_path, folder, card.network.in_channels, output_format)
         root = input_path if Path(input_path).is_dir() else None
         names = output_names(list(cases.values()), output_format, root=root)
+        keys = {s: case_key(c, root or Path(input_path).parent) for s, c in cases.items()}
         job = _Job(predictor, card, folder, cases, names, provenance, overwrite, int(workers), output_format)
     except ValueError as exc:
         raise PipelineError(str(exc)) from exc
-    mine = select_shard(list(cases), shard, root=root)
+    mine = select_shard(list(cases), shard, keys=keys)
     report = JobReport(str(model), str(folder.path), job.labels, shard, {
         **_settings(job), "tta": tta, "workers": workers, "inputs": len(cases), "this_shard": len(mine)})
     if shard[0] == 0:  # one shard names the files that are not cases, so that merged reports name them once
         report.ignored = [{"path": i.path, "reason": i.reason, "damaged": i.damaged} for i in found.ignored]
     folder.create()
-    folder.claim([names[p] for p in mine] + [f"{report.stem}.json", f"{report.stem}.csv"])
-    logger.info("segmenting %d of %d image(s) (shard %d/%d) on %s at level %d in %s", len(mine), len(cases),
-                *shard, predictor.device, predictor.level, predictor.precision)
     try:
+        folder.claim([names[p] for p in mine] + [f"{report.stem}.json", f"{report.stem}.csv"])
+        logger.info("segmenting %d of %d image(s) (shard %d/%d) on %s at level %d in %s", len(mine), len(cases),
+                    *shard, predictor.device, predictor.level, predictor.precision)
         _run(job, mine, report, progress)
     finally:
         folder.release()

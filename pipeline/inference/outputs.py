@@ -140,17 +140,18 @@ class OutputFolder:
         Returns:
             The temporary files removed.
         """
-        import fcntl
-
-        self._lock = os.open(self.path, os.O_RDONLY)
         try:
+            import fcntl
+
+            self._lock = os.open(self.path, os.O_RDONLY)
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             logger.info("another job is writing to %s: its temporary files are left alone", self.path)
             fcntl.flock(self._lock, fcntl.LOCK_SH)
             return []
-        except OSError as exc:  # no flock on this file system (some network mounts)
+        except (ImportError, OSError) as exc:  # no flock here (Windows, some network mounts, a write-only folder)
             logger.debug("no lock on %s (%s)", self.path, exc)
+            self.release()
             return self.remove_own_temporaries(names)
         removed = self.remove_own_temporaries(names)
         fcntl.flock(self._lock, fcntl.LOCK_SH)  # other jobs may start now; they will not clean up under us
@@ -172,7 +173,12 @@ class OutputFolder:
         nothing else, whatever its name or age."""
         patterns = [temporary_pattern(n) for n in names]
         removed = []
-        for entry in self.path.iterdir():
+        try:
+            entries = list(self.path.iterdir())
+        except OSError as exc:  # a drop box (write, no read): nothing can be listed, so nothing is removed
+            logger.info("cannot list %s (%s): temporary files of an interrupted run stay", self.path, exc.strerror)
+            return removed
+        for entry in entries:
             if entry.name.startswith(".") and any(p.match(entry.name) for p in patterns) and entry.is_file():
                 try:
                     entry.unlink()

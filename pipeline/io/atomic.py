@@ -138,7 +138,12 @@ def raise_if_disk_full(exc: BaseException, dest: str | os.PathLike, any_error: b
 
 
 def _fsync(path: str | os.PathLike, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    except PermissionError:  # a folder one may write to but not read (a drop box) cannot be synced; its file was
+        if directory:
+            return
+        raise
     try:
         os.fsync(fd)
     except OSError as exc:  # some file systems cannot sync folders; the file itself was synced

@@ -66,9 +66,23 @@ def _own_cgroups(root: Path, proc_cgroup: Path) -> list[tuple[Path, Path, Path]]
     return found
 
 
+def _inactive_cache(folder: Path) -> int:
+    """Page cache the kernel reclaims before it kills anything (``inactive_file``; v1 ``total_inactive_file``):
+    the usage counters include it, and a long batch fills it with the files it read (kubelet subtracts it too)."""
+    try:
+        stats = dict(line.split(" ", 1) for line in (folder / "memory.stat").read_text().splitlines() if " " in line)
+    except OSError:
+        return 0
+    value = stats.get("inactive_file", stats.get("total_inactive_file", "0"))
+    try:
+        return int(value)
+    except ValueError:
+        return 0
+
+
 def _cgroup_headroom(root: Path, proc_cgroup: Path) -> int | None:
-    """Bytes this process's memory cgroups still allow (the smallest limit - usage), v2 or v1; None without a
-    limit."""
+    """Bytes this process's memory cgroups still allow (the smallest limit - usage, less the page cache the
+    kernel would reclaim), v2 or v1; None without a limit."""
     headroom = None
     for _, limit_file, usage_file in _own_cgroups(root, proc_cgroup):
         try:
@@ -78,10 +92,10 @@ def _cgroup_headroom(root: Path, proc_cgroup: Path) -> int | None:
         if not limit_text or limit_text == "max" or int(limit_text) >= 1 << 60:  # v1 writes "none" as a huge number
             continue
         try:
-            usage = int(usage_file.read_text().strip())
+            usage = int(usage_file.read_text().strip()) - _inactive_cache(usage_file.parent)
         except (OSError, ValueError):
             usage = 0
-        left = max(0, int(limit_text) - usage)
+        left = max(0, int(limit_text) - max(0, usage))
         headroom = left if headroom is None else min(headroom, left)
     return headroom
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from pipeline.errors import ImageReadError
 
-__all__ = ["TRUNCATED", "check_data_file", "explain_itk_failure", "missing_data_file", "short_itk_message"]
+__all__ = ["TRUNCATED", "check_data_file", "data_file", "explain_itk_failure", "missing_data_file", "short_itk_message"]
 
 #: the reason given for data shorter than its header declares
 TRUNCATED = "the data is shorter than the header declares (truncated?)"
@@ -125,14 +125,15 @@ def _single_file(name: str | None) -> bool:
         and " " not in name
 
 
-def missing_data_file(path: str | os.PathLike) -> Path | None:
-    """The data file a ``.mhd`` or ``.nhdr`` header names, where that file does not exist; else None.
+def data_file(path: str | os.PathLike) -> Path | None:
+    """The one data file a ``.mhd`` or ``.nhdr`` header names (whether it exists or not); None for other formats,
+    data in the header file itself, or a list or pattern of files.
 
     Args:
         path: the header file.
 
     Example:
-        >>> missing_data_file("scan.nii.gz") is None   # not a detached-data format
+        >>> data_file("scan.nii.gz") is None   # not a detached-data format
         True
     """
     p = Path(path)
@@ -146,23 +147,38 @@ def missing_data_file(path: str | os.PathLike) -> Path | None:
         return None
     if not _single_file(name):
         return None
-    data = Path(name) if Path(name).is_absolute() else p.parent / name
-    return None if data.exists() else data
+    return Path(name) if Path(name).is_absolute() else p.parent / name
+
+
+def missing_data_file(path: str | os.PathLike) -> Path | None:
+    """The data file a ``.mhd`` or ``.nhdr`` header names, where that file does not exist or is not a regular
+    file (a named pipe would block ITK's open for ever); else None.
+
+    Args:
+        path: the header file.
+
+    Example:
+        >>> missing_data_file("scan.nii.gz") is None   # not a detached-data format
+        True
+    """
+    data = data_file(path)
+    return None if data is None or data.is_file() else data
 
 
 def check_data_file(path: str | os.PathLike) -> None:
-    """Raise when a ``.mhd``/``.nhdr`` header names a data file that does not exist (ITK reads such a header
-    without complaint and fails later, naming the header).
+    """Raise when a ``.mhd``/``.nhdr`` header names a data file that does not exist or is not a regular file (ITK
+    reads such a header without complaint and fails later, naming the header, or blocks on a pipe).
 
     Args:
         path: the header file (other formats pass).
 
     Raises:
-        ImageReadError: naming the missing data file.
+        ImageReadError: naming the data file.
     """
     data = missing_data_file(path)
     if data is not None:
-        raise ImageReadError(path, f"its data file '{data}' (named in the header) does not exist")
+        why = "does not exist" if not data.exists() else "is not a regular file (a pipe or a device)"
+        raise ImageReadError(path, f"its data file '{data}' (named in the header) {why}")
 
 
 def _meta_shortfall(path: Path) -> tuple[int, int, str] | None:

@@ -72,6 +72,8 @@ def test_memory_is_counted_against_the_containers_limit_and_a_case_too_large_fai
     (cgroup / "memory.max").write_text(f"{2 << 30}\n")  # docker --memory=2g (cgroup v2)
     (cgroup / "memory.current").write_text(f"{300 << 20}\n")
     assert integrity.available_memory(cgroup) == (2 << 30) - (300 << 20)
+    (cgroup / "memory.stat").write_text(f"anon 104857600\ninactive_file {200 << 20}\n")  # cache a batch leaves
+    assert integrity.available_memory(cgroup) == (2 << 30) - (100 << 20)
     (cgroup / "memory.max").write_text("max\n")
     assert integrity.available_memory(cgroup) == integrity.available_memory(tmp_path / "none")
     v1 = tmp_path / "v1" / "memory"
@@ -196,3 +198,62 @@ def test_hidden_inputs_are_counted_in_the_log(tmp_path, mri_dataset, exported, c
         report = _run(exported["unetpp_mri_segmentation"], inputs, tmp_path / "out")
     assert [c.case for c in report.cases] == ["case0_0"]
     assert any("passed over 1 hidden file(s)" in r.getMessage() for r in caplog.records)
+
+
+def test_case_keys_agree_however_the_input_is_named_and_detached_data_counts(tmp_path, mri_dataset, exported,
+                                                                          monkeypatch):
+    from pipeline.data import InputCase
+    from pipeline.inference.cases import case_key
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mc").mkdir()
+    cases = [InputCase(f"c{k}", (f"mc/c{k}_0000.nii.gz", f"mc/c{k}_0001.nii.gz")) for k in range(12)]
+    absolute = [InputCase(c.name, tuple(str(tmp_path / p) for p in c.paths)) for c in cases]
+    for count in (2, 3):  # `--input mc` on one machine, `--input /abs/mc` on another: one assignment
+        relative = select_shard([c.source for c in cases], (0, count),
+                                keys={c.source: case_key(c, "mc") for c in cases})
+        other = select_shard([c.source for c in absolute], (0, count),
+                             keys={c.source: case_key(c, tmp_path / "mc") for c in absolute})
+        assert [s.replace(str(tmp_path) + "/", "") for s in other] == relative
+    image = read_image(mri_dataset / "imagesTr/mri_000.nii.gz")
+    from pipeline.io import write_image
+
+    inputs = tmp_path / "in"
+    write_image(image.array, image.geometry, inputs / "m.mha")
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.ReadImage(str(inputs / "m.mha")), str(inputs / "m.mhd"))
+    (inputs / "m.mha").unlink()
+    model = exported["unetpp_mri_segmentation"]
+    assert _run(model, inputs, tmp_path / "out").counts()["ok"] == 1
+    raw = inputs / "m.raw"
+    raw.write_bytes(bytes(raw.stat().st_size))  # the voxels change, the header does not
+    assert _run(model, inputs, tmp_path / "out").counts() == {"ok": 1, "skipped": 0, "failed": 0}
+    raw.unlink()
+    os.mkfifo(raw)  # ITK would block on opening it
+    report = _run(model, inputs, tmp_path / "out2")
+    assert "its data file" in report.cases[0].error and "is not a regular file" in report.cases[0].error
+
+
+def test_an_output_folder_that_cannot_be_listed_or_locked_still_runs(tmp_path, mri_dataset, exported, monkeypatch):
+    from pathlib import Path
+
+    from pipeline.inference import outputs
+
+    inputs = copy_cases(tmp_path / "in", mri_dataset, cases=1)
+    real_open, real_iterdir = os.open, Path.iterdir
+
+    def no_read(path, flags, *args):  # a drop box: write and enter, never read
+        if Path(path) == tmp_path / "box" and not flags & (os.O_WRONLY | os.O_RDWR):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    def no_list(self):
+        if self == tmp_path / "box":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(outputs.os, "open", no_read)
+    monkeypatch.setattr(Path, "iterdir", no_list)
+    report = _run(exported["unetpp_mri_segmentation"], inputs, tmp_path / "box")
+    assert report.counts()["ok"] == 1
