@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pipeline import __version__
+from pipeline.console import hoist_verbosity
 from pipeline.errors import PipelineError
 
 __all__ = ["build_parser", "main"]
@@ -258,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``python -m pipeline`` argument parser."""
     parser = _Parser(prog="pipeline", description="UNet++ segmentation pipeline for CT and MRI (MONAI).")
     parser.add_argument("--version", action="version", version=f"pipeline {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (before or after the command)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
     p = sub.add_parser("synth", help="write a synthetic MSD-layout dataset and print its summary")
@@ -400,9 +402,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_list[:1] == ["bundle"]:
         return _bundle_passthrough(args_list[1:])
     parser = build_parser()
+    args_list, level = hoist_verbosity(args_list)  # -v/-q before or after the subcommand
     args = parser.parse_args(_attach_values(args_list))
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    args.verbose = level == logging.DEBUG
     if not args.verbose:  # pydicom and highdicom narrate each file (odd encodings read anyway, attributes copied);
         logging.getLogger("pydicom").setLevel(logging.ERROR)  # the job names what matters about each file itself
         logging.getLogger("highdicom").setLevel(logging.WARNING)

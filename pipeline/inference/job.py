@@ -43,8 +43,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from pipeline.console import progress as console_progress
 from pipeline.data.discover import Discovery, InputCase, discover
 from pipeline.deploy.card import ModelCard
 from pipeline.deploy.files import file_sha256, load_torchscript
@@ -332,7 +332,7 @@ def _settings(job: _Job) -> dict:
 
 
 def _run(job: _Job, mine: list[str], report: JobReport, progress: bool) -> None:
-    bar = tqdm(total=len(mine), desc="segment", unit="case", disable=not progress)
+    bar = console_progress(len(mine), "segment", "case", enabled=progress)  # log lines where no terminal
     try:
         for result in job.results(mine):
             report.add(result)
