@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import DatasetError
-from pipeline.io.dicom_scan import FolderScan, IgnoredFile, scan_dicom_folder, sniff_dicom
+from pipeline.io.dicom_scan import FolderScan, IgnoredFile, looks_like_dicom, scan_dicom_folder, sniff_dicom
 from pipeline.io.reader import IMAGE_SUFFIXES, image_suffix
 
 __all__ = ["NNUNET_CHANNEL", "Discovery", "InputCase", "discover", "find_cases", "find_images", "looks_like_dicom"]
@@ -76,22 +76,6 @@ class Discovery:
 
     cases: list[InputCase]
     ignored: list[IgnoredFile]
-
-
-def looks_like_dicom(path: Path) -> bool:
-    """True for a file with the DICOM preamble (``DICM`` at byte 128) or a DICOM ending (``.dcm``...).
-
-    Args:
-        path: the file.
-    """
-    if path.suffix.lower() in (".dcm", ".dicom", ".dic", ".ima"):
-        return True
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(128)
-            return handle.read(4) == b"DICM"
-    except OSError:
-        return False
 
 
 def _walk(root: Path) -> tuple[list[str], list[FolderScan], list[IgnoredFile]]:

@@ -30,7 +30,7 @@ from pipeline.data.discover import InputCase
 from pipeline.deploy.card import ModelCard
 from pipeline.errors import ImageReadError
 from pipeline.io import Volume, read_header, read_notes
-from pipeline.io.dicom_series import find_series, instance_uid
+from pipeline.io.dicom_series import DicomSeries, find_series, instance_uid
 from pipeline.io.integrity import check_fits
 from pipeline.io.itk_messages import data_file
 from pipeline.io.writer import PROVENANCE_PREFIX
@@ -62,11 +62,12 @@ def _file_digest(path: Path, digest: hashlib._Hash) -> None:
         digest.update(handle.read(_EDGE))
 
 
-def input_fingerprint(case: InputCase) -> str:
+def input_fingerprint(case: InputCase, series: DicomSeries | None = None) -> str:
     """12 hex digits that change when the case's input content changes (see the module docstring).
 
     Args:
         case: the case.
+        series: its DICOM series where already found (its headers are not read again). Defaults to None.
 
     Raises:
         OSError: a file cannot be read; ImageReadError: a DICOM series that cannot be assembled.
@@ -75,7 +76,7 @@ def input_fingerprint(case: InputCase) -> str:
     for path in case.paths:
         p = Path(path)
         if p.is_dir():
-            series = find_series(p, case.series or None)
+            series = series if series is not None else find_series(p, case.series or None)
             for ds in series.datasets:
                 digest.update(f"{instance_uid(ds)}:{os.path.getsize(ds.filename)}".encode())
         else:

@@ -82,6 +82,7 @@ class _Case:
         self.volume = None
         self.existing: dict[str, float] = {}
         self.fingerprint = ""
+        self.series = None  # the DICOM series of a folder input, found once
         self.image: torch.Tensor | None = None
         self.state = None
         self.warning = ""
@@ -127,7 +128,9 @@ class _Job:
         case = _Case(self.cases[path], self.folder.path / self.names[path])
         if case.input.error:
             raise PipelineError(case.input.error)
-        case.fingerprint = input_fingerprint(case.input)
+        if Path(case.input.paths[0]).is_dir():  # a DICOM series: its headers are read once for the whole case
+            case.series = find_series(case.input.paths[0], case.input.series or None)
+        case.fingerprint = input_fingerprint(case.input, case.series)
         state = self.folder.state(case.output.name, self.provenance, self.overwrite, case.fingerprint)
         if state == "done":
             try:  # complete by its provenance; it must also read back (a run killed by a full disk...)
@@ -139,7 +142,7 @@ class _Job:
             raise PipelineError(f"{path}: --output-format dicom-seg needs a DICOM series as input (a SEG references "
                                 "its source images); use --output-format auto or nifti for other files")
         check_input_memory(case.input, self.workers)
-        case.volume = read_dicom(case.input.paths[0], case.input.series) if case.input.series \
+        case.volume = read_dicom(case.input.paths[0], series=case.series) if case.series is not None \
             else read_case(case.input.paths)
         series = case.volume.dicom
         if series is not None and series.shear_deg and not case.output.name.endswith(SEG_SUFFIX):
@@ -180,7 +183,7 @@ class _Job:
     def existing(self, case: _Case) -> dict[str, float]:
         """Label volumes of a complete output, read back (ImageReadError when it does not read)."""
         if case.output.name.endswith(SEG_SUFFIX):
-            series = find_series(case.input.paths[0], case.input.series or None)
+            series = case.series or find_series(case.input.paths[0], case.input.series or None)
             labels, spacing = read_dicom_seg(case.output, series), series.geometry.spacing
         else:
             existing = read_image(case.output)

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-__all__ = ["SEG_MANUFACTURER", "DicomGroup", "FolderScan", "IgnoredFile", "scan_dicom_folder", "sniff_dicom"]
+__all__ = ["SEG_MANUFACTURER", "DicomGroup", "FolderScan", "IgnoredFile", "looks_like_dicom", "scan_dicom_folder",
+           "sniff_dicom"]
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +147,15 @@ def _has_preamble(path: Path) -> bool:
             return handle.read(4) == b"DICM"
     except OSError:
         return False
+
+
+def looks_like_dicom(path: str | os.PathLike) -> bool:
+    """True for a file with the DICOM preamble (``DICM`` at byte 128) or a DICOM ending (``.dcm``...).
+
+    Args:
+        path: the file.
+    """
+    return Path(path).suffix.lower() in _DICOM_ENDINGS or _has_preamble(Path(path))
 
 
 def _read_header(path: Path) -> Dataset:

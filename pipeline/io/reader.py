@@ -140,12 +140,14 @@ def is_dicom_series(path: str | os.PathLike) -> bool:
     return folder.is_dir() and bool(scan_dicom_folder(folder).groups)
 
 
-def read_dicom(folder: str | os.PathLike, key: str | None = None) -> Volume:
+def read_dicom(folder: str | os.PathLike, key: str | None = None, series: DicomSeries | None = None) -> Volume:
     """Read one DICOM image series of a folder, its grid checked (:mod:`pipeline.io.dicom_series`).
 
     Args:
         folder: the folder.
         key: which series (a :class:`~pipeline.io.dicom_scan.DicomGroup` key); None for the folder's only one.
+        series: the series already found (:func:`~pipeline.io.dicom_series.find_series`): its headers are not
+            read again. Defaults to None.
 
     Returns:
         A :class:`Volume` whose ``dicom`` holds the series (slices, source headers, warnings).
@@ -153,7 +155,7 @@ def read_dicom(folder: str | os.PathLike, key: str | None = None) -> Volume:
     Raises:
         ImageReadError: no such series, several without a key, or a series that breaks a rule (one line).
     """
-    series = find_series(folder, key)
+    series = series if series is not None else find_series(folder, key)
     array = read_series(series)
     logger.debug("read %s: %s %s", folder, array.dtype, series.geometry.describe())
     return Volume(array=array, geometry=series.geometry, path=str(folder), dicom=series)
