@@ -1,5 +1,5 @@
-"""Fault injection: SIGKILL at random points of a batch, corrupted inputs, a full disk. The figures in README's
-Reliability section come from this file: ``pytest tests/inference/test_faults.py -s`` prints them."""
+"""Fault injection: SIGKILL at random points of a batch, corrupted inputs, a full disk. The figures in
+docs/reliability.md come from this file: ``pytest tests/inference/test_faults.py -s`` prints them."""
 
 from __future__ import annotations
 
