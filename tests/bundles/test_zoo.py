@@ -198,6 +198,7 @@ def test_shipped_model_segments_out_of_the_box(hippocampus, tmp_path):
     inputs.mkdir()
     for name in names:
         shutil.copy(hippocampus / "imagesTr" / f"{name}.nii.gz", inputs)
+    before = {p: p.stat().st_mtime_ns for p in SHIPPED.rglob("*") if "__pycache__" not in p.parts}
     check(run_bundle("run", "--config_file", "configs/inference.json", "--input_dir", str(inputs),
                      "--prediction_dir", str(tmp_path / "out"), "--device", "$torch.device('cpu')", cwd=SHIPPED))
     scores = []
@@ -210,7 +211,8 @@ def test_shipped_model_segments_out_of_the_box(hippocampus, tmp_path):
         scores.append(np.mean(list(dice.values())))
     assert np.mean(scores) > 0.8, scores
     assert meta["eval_metrics"]["val_mean_dice"] > 0.8, "metadata carries the measured validation Dice"
-    assert not list(SHIPPED.glob("predictions")), "nothing written into the bundle"
+    after = {p: p.stat().st_mtime_ns for p in SHIPPED.rglob("*") if "__pycache__" not in p.parts}
+    assert after == before, "nothing written into the bundle (what an earlier command left there does not count)"
 
 
 def test_shipped_torchscript_runs_the_batch_job_and_matches_the_checkpoint(tmp_path, mri_dataset):
