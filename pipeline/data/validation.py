@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from pipeline.console import tracked
 from pipeline.data.datalist import Datalist
 from pipeline.errors import DatasetError, DatasetValidationError, ImageReadError
 from pipeline.io.geometry import Geometry
@@ -161,7 +161,7 @@ def inspect_datalist(datalist: Datalist, read_voxels: bool = True, intensity: bo
         datalist: what to inspect.
         read_voxels: read label voxels. Defaults to True.
         intensity: read image voxels for intensity statistics. Defaults to False.
-        progress: show a tqdm bar. Defaults to True.
+        progress: show progress (:func:`pipeline.console.progress`). Defaults to True.
         workers: reading threads. Defaults to 2.
     """
     def one(item: dict) -> CaseReport:
@@ -169,8 +169,7 @@ def inspect_datalist(datalist: Datalist, read_voxels: bool = True, intensity: bo
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = pool.map(one, datalist.items)
-        return list(tqdm(results, total=len(datalist.items), desc="checking cases", unit="case",
-                         disable=not progress, leave=False))
+        return list(tracked(results, len(datalist.items), "checking cases", "case", enabled=progress, leave=False))
 
 
 def channel_problems(reports: list[CaseReport], channels: int | None = None) -> list[DatasetError]:
@@ -226,5 +225,5 @@ def validate_datalist(datalist: Datalist, read_voxels: bool = True, intensity: b
     problems += duplicate_problems(datalist)
     if problems:
         raise DatasetValidationError(datalist.source, problems)
-    logger.info("%s: %d cases passed validation", datalist.source, len(reports))
+    logger.debug("%s: %d cases passed validation", datalist.source, len(reports))  # callers report it
     return reports

@@ -279,7 +279,7 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``; see :class:`Predictor`. Defaults to ``"auto"``.
         shard: ``(i, n)``; None uses RANK/WORLD_SIZE when set, else ``(0, 1)``. Defaults to None.
         overwrite: redo every case whose output exists, whoever wrote it. Defaults to False.
-        progress: show a tqdm bar. Defaults to True.
+        progress: show progress (a bar on a terminal, log lines elsewhere). Defaults to True.
         output_format: ``auto``, ``nifti`` or ``dicom-seg`` (see the module docstring). Defaults to ``"auto"``.
 
     Returns:
@@ -355,5 +355,5 @@ def _run(job: _Job, mine: list[str], report: JobReport, progress: bool) -> None:
             logger.error("the report could not be written either (the disk is full)")
         raise job.disk_full
     report.write()
-    logger.info("done: %d segmented, %d already complete, %d failed; report in %s", counts["ok"], counts["skipped"],
+    logger.debug("done: %d segmented, %d already complete, %d failed; report in %s", counts["ok"], counts["skipped"],
                 counts["failed"], job.folder.path / f"{report.stem}.json")

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
-from tqdm.auto import tqdm
 
+from pipeline.console import tracked
 from pipeline.data.datalist import Datalist
 from pipeline.errors import DatasetError, ImageReadError
 from pipeline.io.atomic import write_text_atomic
@@ -258,8 +258,8 @@ def fingerprint_dataset(datalist: Datalist, cache: str | os.PathLike | None = No
             raise DatasetError(exc.path, "every image and label must be readable", exc.reason) from None
 
     with ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
-        results = list(tqdm(pool.map(one, enumerate(datalist.items)), total=len(datalist.items),
-                            desc="fingerprint", unit="case", disable=not progress, leave=False))
+        results = list(tracked(pool.map(one, enumerate(datalist.items)), len(datalist.items), "fingerprint", "case",
+                               enabled=progress, leave=False))
     cases = [r[0] for r in results]
     channels = []
     for c in range(cases[0].channels):
