@@ -40,9 +40,10 @@ def test_only_the_jobs_own_temporaries_are_removed(tmp_path):
     folder = OutputFolder(tmp_path)
     own = [".a_seg.nii.gz.k2j4h5g6.part.nii.gz", ".report.json.abcdEF12.part", ".b_seg.nrrd.zz_xx_yy.part.nrrd"]
     foreign = [".thesis.partial.docx", ".c_seg.nii.gz.k2j4h5g6.part.nii.gz", ".a_seg.nii.gz.partial", "a_seg.nii.gz"]
-    for name in own + foreign:
+    ages = [0.0, 5.0, 3600.0, 3600.0, 0.0, 5.0, 3600.0]  # seconds: just written, seconds old, an hour old
+    for name, age in zip(own + foreign, ages):
         (tmp_path / name).write_bytes(b"")
-        os.utime(tmp_path / name, (time.time() - 3600,) * 2)
+        os.utime(tmp_path / name, (time.time() - age,) * 2)
     removed = folder.remove_own_temporaries(["a_seg.nii.gz", "b_seg.nrrd", "report.json"])
     assert sorted(removed) == sorted(own), "fresh or old, the job's own leftovers go at start"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(foreign), "a user's files stay, whatever their name"

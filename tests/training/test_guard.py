@@ -62,3 +62,12 @@ def test_clipping_bounds_the_update():
 def test_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         GradientGuard(**kwargs)
+
+
+def test_by_default_training_stops_at_the_twentieth_non_finite_step_in_a_row():
+    """The README's figure: 19 non-finite steps in a row are skipped, the 20th stops the training."""
+    guard = GradientGuard()
+    trainer, _ = _trainer([_batch(float("nan"))] * 19 + [_batch()] + [_batch(float("nan"))] * 25, guard)
+    with pytest.raises(RuntimeError, match=r"training diverged: the last 20 steps \(up to step 40\)"):
+        trainer.run()
+    assert guard.skipped == 39, "a finite step in between starts the count again"
