@@ -83,3 +83,23 @@ def test_commands_run_with_the_caching_allocator():
                          env={**env, "PIPELINE_ALLOCATOR": "system"})
     assert off.returncode == 0 and "run" in off.stdout + off.stderr
     assert loaded_allocator() in ("glibc", "glibc-tuned", "tcmalloc", "jemalloc")
+
+
+def test_a_pipeline_command_runs_under_the_preloaded_allocator(tmp_path):
+    """The README's claim, checked inside a real command: `python -m pipeline ...` re-executes itself with
+    tcmalloc (or jemalloc) preloaded, and PIPELINE_ALLOCATOR=system keeps glibc's malloc untouched."""
+    library = find_allocator("auto")
+    if library is None:
+        pytest.skip("no tcmalloc/jemalloc installed here (Debian: libtcmalloc-minimal4): commands use glibc malloc")
+    config = tmp_path / "probe.json"  # a bundle whose run prints the allocator of the process that runs it
+    config.write_text('{"run": ["$print(\'allocator:\', __import__(\'pipeline.fastpath\', '
+                      'fromlist=[\'x\']).loaded_allocator())"]}')
+    found = {}
+    for choice in ("auto", "system"):
+        proc = subprocess.run([sys.executable, "-m", "pipeline", "bundle", "run", "--config_file", str(config)],
+                              check=False, capture_output=True, text=True, timeout=120,
+                              env={**_plain(), "PIPELINE_ALLOCATOR": choice})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        found[choice] = next(line.split()[-1] for line in proc.stdout.splitlines() if line.startswith("allocator:"))
+    assert found["auto"] in ("tcmalloc", "jemalloc"), found
+    assert found["system"] == "glibc", found
