@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import nibabel as nib
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -24,6 +26,24 @@ def test_demo_runs_end_to_end(tmp_path):
     assert report["counts"] == {"ok": 4, "skipped": 0, "failed": 0}
     assert (tmp_path / "demo/model.ts").is_file()
     assert (tmp_path / "demo/training/eval/mlruns.db").is_file(), "tracked into the embedded MLflow store"
+    _printed_dice_is_the_dice_of_the_files(out, tmp_path / "demo")
+
+
+def _printed_dice_is_the_dice_of_the_files(out, demo):
+    """Each printed per-case Dice equals one computed here, with numpy, from the written label map and the
+    held-out label file: the demo prints what it wrote, on the label's own grid."""
+    rows = re.findall(r"^\s+(ct_\d+)\s+(\d\.\d{3}|nan)\s+(\d\.\d{3}|nan)\s*$", out, flags=re.MULTILINE)
+    assert len(rows) == 4, out
+    for case, *printed in rows:
+        pred = np.asarray(nib.load(demo / "segmentations" / f"{case}_seg.nii.gz").dataobj)
+        label = np.asarray(nib.load(demo / "test" / "labelsTr" / f"{case}.nii.gz").dataobj)
+        assert pred.shape == label.shape, "the label map lies on the input's grid"
+        for value, text in zip((1, 2), printed):  # liver, kidney
+            a, b = pred == value, label == value
+            if not b.any():
+                continue
+            dice = 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+            assert abs(dice - float(text)) <= 0.0006, (case, value, dice, text)
 
 
 def test_demo_bad_out_is_one_line(tmp_path):

@@ -42,6 +42,15 @@ def _final_outputs_intact(out):
         assert not path.is_symlink()
 
 
+def _wait_for_output(out, count, proc, timeout):
+    """Until ``out`` holds more than ``count`` label maps (or the run ended, or ``timeout`` seconds passed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and len(list(out.glob("*_seg.nii.gz"))) > count:
+            return
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path, mri_dataset, exported):
     model = exported["unetpp_mri_segmentation"]
@@ -54,9 +63,14 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path, mri_dat
     rng = random.Random(0)
     out = tmp_path / "out"
     outcomes = {"before the first output": 0, "between outputs": 0, "with a temporary file open": 0}
-    for _ in range(KILLS):
+    for kill in range(KILLS):
+        before = len(list(out.glob("*_seg.nii.gz"))) if out.exists() else 0
         proc = subprocess.Popen(_command(model, inputs, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.5, full_run_s))
+        if kill % 2:  # every other kill waits for this run's next output, so that it lands inside the batch
+            _wait_for_output(out, before, proc, timeout=full_run_s + 60)
+            time.sleep(rng.uniform(0.0, 0.5))
+        else:
+            time.sleep(rng.uniform(0.5, full_run_s))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         temporaries = list(out.glob(".*.part*")) if out.exists() else []
@@ -66,6 +80,8 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path, mri_dat
         _final_outputs_intact(out)
         if len(done) == 12:  # finished before the kill: start over so that every kill lands inside a batch
             shutil.rmtree(out)
+    inside = outcomes["between outputs"] + outcomes["with a temporary file open"]
+    assert inside >= KILLS // 2, f"too few kills landed inside a batch: {outcomes}"
     final = subprocess.run(_command(model, inputs, out), check=False, capture_output=True, text=True, timeout=600)
     assert final.returncode == 0, final.stderr[-2000:]
     names = sorted(p.name for p in out.iterdir())
