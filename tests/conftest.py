@@ -69,7 +69,7 @@ def _mount_tmpfs(path: Path, size: int) -> bool:
         return False
     path.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          check=False, capture_output=True)
+                          check=False, capture_output=True, timeout=600)
     return done.returncode == 0
 
 
@@ -140,7 +140,7 @@ def small_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.
     path = tmp_path / "small_disk"
     if _mount_tmpfs(path, size):
         yield SmallDisk(path, "tmpfs")
-        subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
+        subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True, timeout=600)
         return
     path.mkdir(exist_ok=True)
     _install_write_hook(monkeypatch, path, size)

@@ -33,11 +33,11 @@ def test_tuned_glibc_without_a_library():
     assert allocator_env(env, "glibc") == env  # applied once
     code = "from pipeline.fastpath import loaded_allocator; print(loaded_allocator())"
     probe = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
-                           env={**allocator_env(_plain(), "glibc")})
+                           env={**allocator_env(_plain(), "glibc")}, timeout=600)
     assert probe.stdout.strip() == "glibc-tuned"
     # the commands re-execute themselves with the tunables when no allocator library is chosen
     probe = subprocess.run([sys.executable, "-m", "pipeline", "--version"], check=False, capture_output=True, text=True,
-                           env={**_plain(), "PIPELINE_ALLOCATOR": "glibc"})
+                           env={**_plain(), "PIPELINE_ALLOCATOR": "glibc"}, timeout=600)
     assert probe.returncode == 0 and probe.stdout.startswith("pipeline ")
 
 
@@ -56,7 +56,7 @@ def test_tuned_glibc_keeps_freed_memory():
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)")
     faults = {}
     for name, env in (("plain", _plain()), ("tuned", allocator_env(_plain(), "glibc"))):
-        proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env)
+        proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, timeout=600)
         faults[name] = int(proc.stdout.strip().splitlines()[-1])
     assert faults["plain"] > 6 * 14_000  # at least one 56 MB activation (14,000 pages) per pass
     # tuned glibc may still grow its heap once (a new thread's arena: up to 27,648 pages seen in CI), never per pass
@@ -69,18 +69,18 @@ def test_commands_run_with_the_caching_allocator():
         pytest.skip("no tcmalloc/jemalloc installed here (Debian: libtcmalloc-minimal4): commands use glibc malloc")
     env = _plain()
     code = "from pipeline.fastpath import loaded_allocator; print(loaded_allocator())"
-    plain = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env)
+    plain = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, timeout=600)
     assert plain.stdout.strip() == "glibc"
     # `python -m pipeline` re-executes itself once with the library preloaded; the version flag proves it ran
     proc = subprocess.run([sys.executable, "-m", "pipeline", "--version"], check=False, capture_output=True, text=True,
-                          env={**env, "PIPELINE_ALLOCATOR": "auto"})
+                          env={**env, "PIPELINE_ALLOCATOR": "auto"}, timeout=600)
     assert proc.returncode == 0 and proc.stdout.startswith("pipeline ")
     probe = subprocess.run([sys.executable, "-c", code],
-                           check=False, capture_output=True, text=True, env=allocator_env(env))
+                           check=False, capture_output=True, text=True, env=allocator_env(env), timeout=600)
     assert probe.stdout.strip() in ("tcmalloc", "jemalloc")
     off = subprocess.run([sys.executable, "-m", "pipeline", "bundle", "--help"], check=False, capture_output=True,
                          text=True,
-                         env={**env, "PIPELINE_ALLOCATOR": "system"})
+                         env={**env, "PIPELINE_ALLOCATOR": "system"}, timeout=600)
     assert off.returncode == 0 and "run" in off.stdout + off.stderr
     assert loaded_allocator() in ("glibc", "glibc-tuned", "tcmalloc", "jemalloc")
 

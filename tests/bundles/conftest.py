@@ -37,7 +37,7 @@ def run_bundle(*args: str, cwd: Path, timeout: int = 600, torchrun: int = 0) -> 
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)  # torchrun's workers too, not just the launcher
-        out, err = proc.communicate()
+        out, err = proc.communicate(timeout=60)
         raise AssertionError(f"timed out after {timeout} s: {' '.join(args[:3])}\n{out[-3000:]}\n{err[-3000:]}")
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 

@@ -46,11 +46,11 @@ def test_sync_configs_reports_and_repairs_drift(tmp_path):
     train["patch_size"] = [24, 24, 24]
     (bundle / "configs/train.json").write_text(json.dumps(train, indent=4))
     cmd = [sys.executable, "-m", "pipeline", "sync-configs", str(bundle)]
-    proc = subprocess.run([*cmd, "--check"], capture_output=True, text=True, cwd=REPO, check=False)
+    proc = subprocess.run([*cmd, "--check"], capture_output=True, text=True, cwd=REPO, check=False, timeout=600)
     assert proc.returncode == 1 and "b: differs from train.json in: patch_size" in proc.stdout
-    assert subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False).returncode == 0
+    assert subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False, timeout=600).returncode == 0
     assert json.loads((bundle / "configs/inference.json").read_text())["patch_size"] == [24, 24, 24]
-    assert subprocess.run([*cmd, "--check"], capture_output=True, cwd=REPO, check=False).returncode == 0
+    assert subprocess.run([*cmd, "--check"], capture_output=True, cwd=REPO, check=False, timeout=600).returncode == 0
 
 
 @pytest.mark.parametrize("bundle", NAMES)
@@ -233,7 +233,7 @@ def test_shipped_torchscript_runs_the_batch_job_and_matches_the_checkpoint(tmp_p
         "the shipped model.ts embeds the shipped card"
     proc = subprocess.run([sys.executable, "-m", "pipeline", "segment", "--model", str(SHIPPED / "models/model.ts"),
                            "--input", str(mri_dataset / "imagesTr"), "--output", str(tmp_path / "out"),
-                           "--no-progress"], check=False, capture_output=True, text=True, cwd=REPO)
+                           "--no-progress"], check=False, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list((tmp_path / "out").glob("*.nii.gz"))) == 4
 
@@ -281,6 +281,6 @@ def test_sync_configs_leaves_a_copy_in_another_bundles_folder_its_own(tmp_path):
     train["learning_rate"] = 0.01  # the user's own edit, not in configs/bundles
     (copy / "configs/train.json").write_text(json.dumps(train, indent=4))
     proc = subprocess.run([sys.executable, "-m", "pipeline", "sync-configs", str(copy)], capture_output=True,
-                          text=True, cwd=REPO, check=False)
+                          text=True, cwd=REPO, check=False, timeout=600)
     assert proc.returncode == 0 and "as train.json defines it" in proc.stdout, proc.stdout + proc.stderr
     assert json.loads((copy / "configs/train.json").read_text())["learning_rate"] == 0.01

