@@ -55,7 +55,7 @@ lint: install
 # then never oversubscribes the cores, and one worker's imports, subprocess start-ups and I/O overlap with the
 # other's compute. On the 2-core machine: 13:45 against 20:41 serial (two threads per process), same tests.
 TEST_WORKERS ?= 2
-PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile --durations=25
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 test: lint
@@ -66,13 +66,26 @@ test-fast: lint
 
 MLFLOW_DIR ?= mlflow_store
 MLFLOW_PORT ?= 5000
-# A real tracking server on 127.0.0.1 (SQLite store, local artifact root). Then, in another shell:
+# A light tracking server on 127.0.0.1 (SQLite store, local artifact root): one worker and no GenAI job runners
+# (2 processes, about 0.5 GB, against 15 and 3.0 GB by default; docs/mlflow.md). Then, in another shell:
 #   MLFLOW_TRACKING_URI=http://127.0.0.1:$(MLFLOW_PORT) make demo   (or any `monai.bundle run ... --tracking`)
+# and open http://127.0.0.1:$(MLFLOW_PORT)/#/experiments?workflowType=machine_learning (Model training mode).
 mlflow: install
 	mkdir -p $(MLFLOW_DIR)/artifacts
-	$(VENV)/bin/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) \
-		--backend-store-uri sqlite:///$(abspath $(MLFLOW_DIR))/mlflow.db \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) \
+		--workers 1 --backend-store-uri sqlite:///$(abspath $(MLFLOW_DIR))/mlflow.db \
 		--artifacts-destination $(abspath $(MLFLOW_DIR))/artifacts
+
+# Serve a registered model over HTTP (POST /invocations, docs/mlflow.md). The venv's bin goes first on PATH:
+# `mlflow models serve --env-manager local` execs `uvicorn` from PATH. MODEL is any MLflow model URI; a
+# models:/ URI is looked up at MLFLOW_TRACKING_URI (default: the `make mlflow` server).
+MODEL ?= models:/unetpp_mri_segmentation@best
+PORT ?= 5001
+MLFLOW_TRACKING_URI ?= http://127.0.0.1:$(MLFLOW_PORT)
+.PHONY: serve
+serve: install
+	PATH="$(abspath $(VENV))/bin:$$PATH" MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI) \
+		$(VENV)/bin/mlflow models serve -m $(MODEL) --env-manager local --host 127.0.0.1 --port $(PORT) --workers 1
 
 bench: install
 	$(PY) benchmarks/network_levels.py

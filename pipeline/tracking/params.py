@@ -1,5 +1,6 @@
-"""The descriptive tags of a run: bundle, git commit, host, device, dataset summary and datalist hash (the
-params, the executed config's values, come from :mod:`pipeline.tracking.resolved`).
+"""The descriptive tags of a run: bundle, git commit, host, device, dataset summary, folder, name and datalist
+hash, and MLflow's source tags (the params, the executed config's values, come from
+:mod:`pipeline.tracking.resolved`).
 
 Example:
     >>> sorted(run_tags({"name": "b", "version": "1"}, "cpu"))[:3]       # doctest: +SKIP
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.io import read_header, read_image
+from pipeline.tracking.lineage import dataset_identity, source_tags
 
 __all__ = ["datalist_hash", "dataset_tags", "git_commit", "run_tags"]
 
@@ -89,7 +91,8 @@ def dataset_tags(parts: Mapping[str, Sequence[Mapping]], sample: int = 16) -> di
 
 def run_tags(meta: Mapping | None, device: object, parts: Mapping | None = None, fold: int | None = None,
              num_folds: int | None = None, seed: int | None = None, bundle_name: str = "") -> dict[str, str]:
-    """Tags of a training run: bundle name and version, git commit, host, device, dataset summary and hash.
+    """Tags of a training run: bundle name and version, git commit, host, device, dataset summary and hash, and
+    MLflow's ``mlflow.source.*`` and ``mlflow.user`` (:func:`pipeline.tracking.lineage.source_tags`).
 
     Args:
         meta: the bundle metadata (``@_meta_``).
@@ -101,11 +104,13 @@ def run_tags(meta: Mapping | None, device: object, parts: Mapping | None = None,
     import torch
 
     meta = meta or {}
+    commit = git_commit()
     tags = {
+        **source_tags(commit),
         "bundle.name": bundle_name or str(meta.get("name", "")),
         "bundle.display_name": str(meta.get("name", "")),
         "bundle.version": str(meta.get("version", "")),
-        "git.commit": git_commit(),
+        "git.commit": commit,
         "host": socket.gethostname(),
         "device": str(device),
         "torch": torch.__version__,
@@ -121,5 +126,6 @@ def run_tags(meta: Mapping | None, device: object, parts: Mapping | None = None,
         tags["dataset.seed"] = str(seed)
     if parts:
         tags["dataset.datalist_sha1"] = datalist_hash(parts)
+        tags.update(dataset_identity(parts))
         tags.update(dataset_tags(parts))
     return tags

@@ -1,12 +1,14 @@
 """The trainer's MLflow handler: MONAI's logging plus what MONAI leaves out.
 
 At start: continue the saved run when resuming, tag the run (bundle, git commit, host, device, dataset summary
-and datalist hash) and remember the run next to the checkpoints. At the end: log the best checkpoint and its model
-card, export it to TorchScript with :func:`pipeline.export.export_checkpoint` (``<ckpt_dir>/export/model.ts``: the
-same function, and so the same file, as ``pipeline export --checkpoint <ckpt_dir>/model.pt``), log that as an MLflow
-pyfunc model with a signature under ``model/`` (:mod:`pipeline.export.mlflow_model`) and register it in the MLflow
-Model Registry under the bundle's name, with the best validation metrics as version tags and the ``best`` alias on
-the best version so far (:mod:`pipeline.tracking.registry`).
+and datalist hash, MLflow's source and user tags), record the training data as the run's dataset input
+(:mod:`pipeline.tracking.lineage`) and remember the run next to the checkpoints. At the end: log the best
+checkpoint and its model card, export it to TorchScript with :func:`pipeline.export.export_checkpoint`
+(``<ckpt_dir>/export/model.ts``: the same function, and so the same file, as ``pipeline export --checkpoint
+<ckpt_dir>/model.pt``), log that as an MLflow pyfunc logged model of the run named ``model``, with signature, input
+example and model card (:mod:`pipeline.tracking.logged_model`), and register that logged model in the MLflow Model
+Registry under the bundle's name, with the best validation metrics as version tags and the ``best`` alias on the
+best version so far (:mod:`pipeline.tracking.registry`).
 
 Example (tracking settings file, see ``configs/mlflow.json``)::
 
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,9 @@ from monai.handlers import MLFlowHandler
 from pipeline.deploy.card import CARD_FILE
 from pipeline.deploy.files import find_card
 from pipeline.export.checkpoint import export_checkpoint
-from pipeline.export.mlflow_model import save_mlflow_model
 from pipeline.io.atomic import write_text_atomic
+from pipeline.tracking.lineage import log_training_dataset
+from pipeline.tracking.logged_model import log_pyfunc_model
 from pipeline.tracking.registry import register_model
 from pipeline.tracking.safe_handler import SafeMLFlowHandler, metric_name
 from pipeline.tracking.settings import save_run, saved_run
@@ -99,6 +101,9 @@ class TrainingRecorder(SafeMLFlowHandler):
         tags = [mlflow.entities.RunTag(k, str(v)[:5000]) for k, v in self.tags.items()]
         for first in range(0, len(tags), 100):
             self.client.log_batch(run_id=run_id, tags=tags[first: first + 100])
+        if {"dataset.datalist_sha1", "dataset.source", "dataset.name"} <= set(self.tags):
+            log_training_dataset(self.client, run_id, self.tags["dataset.name"], self.tags["dataset.datalist_sha1"],
+                                 self.tags["dataset.source"])
         if is_main_process():
             save_run(self.ckpt_dir, run_id, self.run_name or self.cur_run.info.run_name, self.uri)
 
@@ -140,9 +145,7 @@ class TrainingRecorder(SafeMLFlowHandler):
                                                        for k, v in self.best.items()])
         if export_dir is None:
             return
-        with tempfile.TemporaryDirectory() as tmp:
-            model_dir = save_mlflow_model(export_dir / "model.ts", os.path.join(tmp, "model"))
-            self.client.log_artifacts(run_id, str(model_dir), "model")
+        info = log_pyfunc_model(self.client, run_id, export_dir / "model.ts", metrics=self.best)
         if self.registered_model_name:
-            register_model(self.client, self.registered_model_name, run_id, self.best, self.key_metric,
+            register_model(self.client, self.registered_model_name, info.model_id, self.best, self.key_metric,
                            description=self.bundle_meta.get("description", ""))

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.tracking.ui import LIGHT_SERVER_ENV
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -28,10 +30,12 @@ class MlflowServer:
         self.uri = f"http://127.0.0.1:{self.port}"
         mlflow = Path(sys.executable).parent / "mlflow"
         self.log = (root / "server.log").open("w")
+        # as `make mlflow` starts it: one worker, no GenAI job runners (pipeline.tracking.ui.LIGHT_SERVER_ENV)
         self.proc = subprocess.Popen(
             [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
              "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination",
-             str(root / "artifacts")], stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+             str(root / "artifacts")], stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=dict(os.environ, **LIGHT_SERVER_ENV))
         deadline = time.time() + 90
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -67,6 +67,10 @@ def test_run_has_name_tags_and_all_params(trained):
                 "dataset.intensity_p99_5", "dataset.fold"):
         assert tags.get(key), key
     assert tags["dataset.train_cases"] == "2" and tags["dataset.val_cases"] == "2" and tags["device"] == "cpu"
+    # what the UI shows as Source and Created by (MONAI's client-created run had none)
+    assert tags["mlflow.source.name"] == CONFIG and tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.user"]
+    if tags["git.commit"] != "unknown":
+        assert tags["mlflow.source.git.commit"] == tags["git.commit"].split("+")[0]
     params = run.data.params
     assert params["epochs"] == "2" and params["learning_rate"] == "0.003"
     assert params["features"] == "[4, 4, 8, 8, 16, 4]" and params["ds_weights"] == "[1.0, 0.5, 0.25, 0.125]"
@@ -96,11 +100,8 @@ def test_artifacts_and_registered_model(trained):
     client, run, root, _ = trained
     run_id = run.info.run_id
     top = {a.path for a in client.list_artifacts(run_id)}
-    assert {"checkpoints", "model", "qc"} <= top and any(p.startswith("config_") for p in top)
-    model_files = {a.path for a in client.list_artifacts(run_id, "model")}
-    assert {"model/MLmodel", "model/artifacts", "model/code", "model/requirements.txt"} <= model_files
-    assert {a.path for a in client.list_artifacts(run_id, "model/artifacts")} == {"model/artifacts/model.ts",
-                                                                                   "model/artifacts/model_card.json"}
+    assert {"checkpoints", "qc"} <= top and any(p.startswith("config_") for p in top)
+    assert "model" not in top, "the model is a logged model, not a folder of run artifacts"
     assert sorted(a.path for a in client.list_artifacts(run_id, "checkpoints")) == ["checkpoints/model.pt",
                                                                                     "checkpoints/model_card.json"]
     qc = [a.path for a in client.list_artifacts(run_id, "qc")]
@@ -109,12 +110,43 @@ def test_artifacts_and_registered_model(trained):
     assert 1 <= len(pngs) <= 3 and all(p.path.endswith(".png") for p in pngs)
     local = Path(client.download_artifacts(run_id, pngs[0].path, str(root / "dl")))
     assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    versions = client.search_model_versions(f"name='{BUNDLE}'")
-    mine = [v for v in versions if v.run_id == run_id]
-    assert len(mine) == 1 and mine[0].source == f"runs:/{run_id}/model"
-    assert "val/mean_dice" in mine[0].tags and "best_epoch" in mine[0].tags
-    assert client.get_model_version_by_alias(BUNDLE, "best").version == mine[0].version
     assert (root / "models/export/model.ts").is_file()
+
+
+def test_the_model_is_a_logged_model_of_the_run_and_the_registered_version(trained, mlflow_server, monkeypatch):
+    """Where MLflow users look: the run's Logged models, the experiment's Models tab, the version's source."""
+    client, run, _root, _ = trained
+    run_id = run.info.run_id
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+    found = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id],
+                                        filter_string=f"source_run_id = '{run_id}'", output_format="list")
+    (model,) = found
+    assert model.name == "model" and str(model.status) == "READY" and model.source_run_id == run_id
+    assert model.params["epochs"] == "2" and model.params["learning_rate"] == "0.003"
+    best_epoch = int(float(run.data.tags["best.best_epoch"]))
+    assert {(m.key, m.step) for m in model.metrics} >= {("val/mean_dice", best_epoch)}, "the best epoch's metrics"
+    assert not [m for m in model.metrics if not m.key.startswith("val/")], "train/loss's step is not the epoch"
+    assert [o.model_id for o in client.get_run(run_id).outputs.model_outputs] == [model.model_id]
+    files = {a.path for a in client.list_logged_model_artifacts(model.model_id)}
+    assert {"MLmodel", "artifacts", "code", "requirements.txt", "input_example.json",
+            "serving_input_example.json"} <= files
+    assert {a.path for a in client.list_logged_model_artifacts(model.model_id, "artifacts")} == {
+        "artifacts/model.ts", "artifacts/model_card.json"}
+    (version,) = [v for v in client.search_model_versions(f"name='{BUNDLE}'") if v.run_id == run_id]
+    assert version.source == f"models:/{model.model_id}" and version.model_id in (None, model.model_id)
+    assert {"name": BUNDLE, "version": int(version.version)} in json.loads(model.tags["mlflow.modelVersions"])
+    assert "val/mean_dice" in version.tags and "best_epoch" in version.tags
+    assert client.get_model_version_by_alias(BUNDLE, "best").version == version.version
+    assert mlflow.pyfunc.load_model(f"runs:/{run_id}/model").metadata.model_id == model.model_id
+
+
+def test_the_run_records_its_training_dataset(trained, mri_dataset):
+    _client, run, _root, _ = trained
+    (entry,) = run.inputs.dataset_inputs
+    assert entry.dataset.name == "SyntheticMRI" and entry.dataset.digest == run.data.tags["dataset.datalist_sha1"]
+    assert json.loads(entry.dataset.source) == {"uri": str(mri_dataset.resolve())}
+    assert entry.dataset.source_type == "local" and run.data.tags["dataset.source"] == str(mri_dataset.resolve())
+    assert {t.key: t.value for t in entry.tags} == {"mlflow.data.context": "training"}
 
 
 def test_registered_model_loads_by_alias_and_segments(trained, mlflow_server, mri_dataset, tmp_path, monkeypatch):
@@ -127,11 +159,10 @@ def test_registered_model_loads_by_alias_and_segments(trained, mlflow_server, mr
     root = trained[2]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
     model = mlflow.pyfunc.load_model(f"models:/{BUNDLE}@best")
-    inputs = model.metadata.signature.inputs.to_dict()
-    spec = inputs[0]["tensor-spec"]
-    assert inputs[0]["type"] == "tensor" and spec["dtype"] == "float32" and list(spec["shape"]) == [-1, -1, -1]
+    assert model.metadata.signature.inputs is None, "predict checks dtype and shape (any real dtype is cast)"
     assert model.metadata.signature.outputs.to_dict()[0]["tensor-spec"]["dtype"] == "uint8"
-    assert {p.name for p in model.metadata.signature.params} == {"spacing", "affine", "tta"}
+    assert {p.name: p.default for p in model.metadata.signature.params} == {"spacing": [], "affine": [],
+                                                                            "tta": False}
     case = min((mri_dataset / "imagesTr").glob("*.nii.gz"))
     image = read_image(case)
     labels = model.predict(np.asarray(image.array, np.float32),
@@ -144,8 +175,10 @@ def test_registered_model_loads_by_alias_and_segments(trained, mlflow_server, mr
     assert proc.returncode == 0, proc.stderr[-3000:]
     (written,) = [p for p in out.rglob("*.nii.gz")]
     assert np.array_equal(labels, read_image(written).array.astype(np.uint8))
-    with pytest.raises(Exception, match="does not match expected shape"):  # the signature guards the input
-        model.predict(np.zeros((4, 4, 4, 2), np.float32))
+    with pytest.raises(ValueError, match=r"1 channel: .*; got shape \(4, 4, 4, 2\)$"):  # one line, no array
+        model.predict(np.zeros((4, 4, 4, 2), np.float32), params={"spacing": [1.0, 1.0, 1.0]})
+    with pytest.raises(ValueError, match="give the input's grid in params"):
+        model.predict(np.asarray(image.array))
 
 
 def _torchscript_content(path):
@@ -174,7 +207,9 @@ def test_the_registered_model_is_what_pipeline_export_writes(trained, mlflow_ser
                            "--out", str(ours)], check=False, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (version,) = [v for v in client.search_model_versions(f"name='{BUNDLE}'") if v.run_id == run.info.run_id]
-    registered = Path(client.download_artifacts(run.info.run_id, "model/artifacts/model.ts", str(tmp_path / "dl")))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)  # models:/<model_id> resolves through it
+    registered = Path(mlflow.artifacts.download_artifacts(version.source, dst_path=str(tmp_path / "dl"))) / \
+        "artifacts/model.ts"
     files = {"registered": registered, "end of training": root / "models/export/model.ts", "pipeline export": ours}
     assert file_sha256(registered) == file_sha256(root / "models/export/model.ts"), "the training's own export"
     assert _torchscript_content(ours) == _torchscript_content(registered), "same weights, card and code"
@@ -184,7 +219,6 @@ def test_the_registered_model_is_what_pipeline_export_writes(trained, mlflow_ser
         assert card.to_dict() == cards["pipeline export"].to_dict()
         assert card.inference.mirror_axes == (0,) and card.modality == "MR" and card.channels == ("T1",)
         assert card.training == trained_card.shareable().training and card.level == trained_card.level
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
     model = mlflow.pyfunc.load_model(f"models:/{BUNDLE}/{version.version}")
     assert model.metadata.metadata["model_card"] == cards["registered"].to_dict()
     case = min((mri_dataset / "imagesTr").glob("*.nii.gz"))
@@ -209,6 +243,10 @@ def test_resume_continues_the_same_run(trained, mri_dataset, mlflow_server):
     assert resumed.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/mean_dice")] == [1, 2, 3]
     assert resumed.data.tags.get("resumed.resume") == "true" and resumed.data.params["resume"] == "false"
+    assert len(resumed.inputs.dataset_inputs) == 1, "the same dataset, logged again, is one input"
+    models = client.search_logged_models([run.info.experiment_id],
+                                         filter_string=f"source_run_id = '{run.info.run_id}'").to_list()
+    assert len(models) == 2 and len(resumed.outputs.model_outputs) == 2, "each finished training logs its model"
     _, runs = _runs(mlflow_server.uri)
     assert sum(r.info.run_name == run.info.run_name for r in runs) == 1
 
@@ -250,7 +288,7 @@ def test_server_dying_mid_run_loses_nothing(tmp_path, mri_dataset):
     assert (tmp_path / "run/models/export/model.ts").is_file(), "the local export still happens"
 
 
-def test_embedded_store_without_a_server(tmp_path, mri_dataset):
+def test_embedded_store_without_a_server(tmp_path, mri_dataset, monkeypatch):
     env = _env("")
     env.pop("MLFLOW_TRACKING_URI")
     proc = subprocess.run(_command(mri_dataset, tmp_path / "run", 1), check=False, capture_output=True, text=True,
@@ -261,3 +299,16 @@ def test_embedded_store_without_a_server(tmp_path, mri_dataset):
     _client, runs = _runs(f"sqlite:///{db}")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert (tmp_path / "run/eval/mlruns").is_dir(), "artifacts next to the store, browsable with mlflow ui"
+    uri = f"sqlite:///{db}"
+    client = mlflow.MlflowClient(uri)
+    (model,) = client.search_logged_models([runs[0].info.experiment_id]).to_list()
+    assert model.source_run_id == runs[0].info.run_id
+    assert list((tmp_path / "run/eval/mlruns").rglob("MLmodel")), "the model files lie next to the store too"
+    version = client.get_model_version_by_alias(BUNDLE, "best")
+    assert version.source == f"models:/{model.model_id}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert mlflow.pyfunc.load_model(f"models:/{BUNDLE}@best").metadata.model_id == model.model_id
+    from pipeline.tracking import ui_address
+
+    assert ui_address(uri, BUNDLE) == (f"http://127.0.0.1:5000/#/experiments/{runs[0].info.experiment_id}"
+                                       "?workflowType=machine_learning")
