@@ -27,6 +27,9 @@ def test_demo_runs_end_to_end(tmp_path):
     assert (tmp_path / "demo/model.ts").is_file()
     assert (tmp_path / "demo/training/eval/mlruns.db").is_file(), "tracked into the embedded MLflow store"
     _printed_dice_is_the_dice_of_the_files(out, tmp_path / "demo")
+    log = (tmp_path / "demo/train.log").read_text()
+    assert "\r" not in log, "progress as log lines in a file, not terminal frames"
+    assert "nvImageCodec" not in log and "instance-level annotations" not in log, "start-up noise filtered"
 
 
 def _printed_dice_is_the_dice_of_the_files(out, demo):
