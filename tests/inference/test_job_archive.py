@@ -75,7 +75,9 @@ def test_memory_is_counted_against_the_containers_limit_and_a_case_too_large_fai
     (cgroup / "memory.stat").write_text(f"anon 104857600\ninactive_file {200 << 20}\n")  # cache a batch leaves
     assert integrity.available_memory(cgroup) == (2 << 30) - (100 << 20)
     (cgroup / "memory.max").write_text("max\n")
-    assert integrity.available_memory(cgroup) == integrity.available_memory(tmp_path / "none")
+    # no limit: the host's MemAvailable, which moves between two reads while other processes run
+    assert integrity.available_memory(cgroup) == pytest.approx(integrity.available_memory(tmp_path / "none"),
+                                                               abs=512 << 20)
     v1 = tmp_path / "v1" / "memory"
     v1.mkdir(parents=True)
     (v1 / "memory.limit_in_bytes").write_text(f"{1 << 30}\n")
