@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,17 +19,13 @@ import pytest
 
 from pipeline.io import read_image
 
+from ..ports import worker_port
+
 pytestmark = pytest.mark.slow  # starts a model server (about 10 s here)
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = "unetpp_mri_segmentation"
 TINY = {"features": [4, 4, 8, 8, 16, 4], "patch_size": [32, 32, 32]}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _post(url: str, body: dict) -> tuple[int, str]:
@@ -66,7 +61,7 @@ def test_make_serve_answers_a_request_like_segment(registered, mri_dataset, tmp_
     case = min((mri_dataset / "imagesTr").glob("*.nii.gz"))
     segment(ts, case, tmp_path / "seg", device="cpu", progress=False)
     (written,) = list((tmp_path / "seg").rglob("*.nii.gz"))
-    port = _free_port()
+    port = worker_port()
     venv = Path(sys.executable).parent.parent
     log = (tmp_path / "serve.log").open("w")
     # PATH without the venv: `make serve` must put its bin first itself (uvicorn is exec'd from PATH)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,11 +13,7 @@ import pytest
 
 from pipeline.tracking.ui import LIGHT_SERVER_ENV
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ..ports import worker_port
 
 
 class MlflowServer:
@@ -26,7 +21,7 @@ class MlflowServer:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.port = free_port()
+        self.port = worker_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         mlflow = Path(sys.executable).parent / "mlflow"
         self.log = (root / "server.log").open("w")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from pipeline.tracking import config_params, datalist_hash, flatten_config, run_name, save_run, tracking_uri
 
@@ -36,14 +37,26 @@ def test_config_params_from_executed_file(tmp_path):
     assert config_params(tmp_path / "missing.json") == {}
 
 
+_HTTP = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR")
+
+
 def test_tracking_uri_env_and_embedded(tmp_path, monkeypatch):
+    for name in _HTTP:  # monkeypatch restores them: what tracking_uri sets must not leak into later tests
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert tracking_uri(tmp_path / "eval") == f"sqlite:///{(tmp_path / 'eval').resolve()}/mlruns.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     assert tracking_uri(tmp_path) == "http://127.0.0.1:5999"
-    import os
+    # the documented limits: a dead server costs 2 retries of at most 10 s each, not MLflow's minutes
+    assert [os.environ[name] for name in _HTTP] == ["2", "10", "1"]
 
-    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+
+def test_the_users_own_http_limits_win(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "120")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", raising=False)
+    tracking_uri(tmp_path)
+    assert [os.environ[name] for name in _HTTP] == ["7", "120", "1"]
 
 
 def test_run_names_are_unique_and_resume_reuses_the_saved_one(tmp_path):

@@ -7,7 +7,7 @@ from ignite.engine import Engine, Events
 
 from pipeline.tracking import SafeMLFlowHandler, tracking_failed
 
-from .conftest import free_port
+from ..ports import worker_port
 
 
 def _engine(epochs=2):
@@ -20,7 +20,7 @@ def test_unreachable_server_warns_once_and_training_goes_on(monkeypatch, caplog)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    uri = f"http://127.0.0.1:{free_port()}"
+    uri = f"http://127.0.0.1:{worker_port()}"
     engine = _engine()
     handlers = [SafeMLFlowHandler(tracking_uri=uri, experiment_name="x", output_transform=lambda o: o["loss"]),
                 SafeMLFlowHandler(tracking_uri=uri, experiment_name="x", iteration_log=False)]
