@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 PYTEST_ARGS ?=
 
-.PHONY: install demo lint test test-fast bench mlflow clean
+.PHONY: install demo lint test test-fast bench mlflow mutants clean
 
 install: $(STAMP)
 
@@ -86,6 +86,16 @@ MLFLOW_TRACKING_URI ?= http://127.0.0.1:$(MLFLOW_PORT)
 serve: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI) \
 		$(VENV)/bin/mlflow models serve -m $(MODEL) --env-manager local --host 127.0.0.1 --port $(PORT) --workers 1
+
+# Mutation testing of the core modules (outside CI: about N minutes on 2 cores, see docs/testing.md). mutmut copies
+# the project to mutants/, changes one operator, constant or call at a time and runs the tests that cover it;
+# the modules and tests are [tool.mutmut] in pyproject.toml. Survivors: `.venv/bin/mutmut results`, then
+# `.venv/bin/mutmut show <name>`.
+mutants: install
+	$(PIP) install --quiet 'mutmut>=3.8,<4' 2>&1 | grep -v "^WARNING: Location" || true
+	rm -rf mutants
+	$(TEST_ENV) $(VENV)/bin/mutmut run > /dev/null || true
+	$(PY) scripts/mutation_scores.py mutants
 
 bench: install
 	$(PY) benchmarks/network_levels.py
