@@ -148,10 +148,20 @@ def test_a_full_disk_stops_the_cli_with_one_line_and_a_rerun_finishes(small_disk
     args = ["segment", "--model", str(exported["unetpp_mri_segmentation"]), "--input", str(inputs), "--output",
             str(small_disk.path), "--device", "cpu", "--no-progress"]
     assert main(args) == 1
-    err = capsys.readouterr().err.strip().splitlines()
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
     assert err[-1].startswith("pipeline segment: stopped: cannot write image") and "no space left" in err[-1]
+    assert "Traceback" not in captured.err + captured.out
+    said = [line for line in err if line.startswith("pipeline segment:")]
+    assert said == err[-1:], f"one line for the user, the rest is log lines: {err}"
     _final_outputs_intact(small_disk.path)
     assert not list(small_disk.path.glob(".*.part*"))
+    before = sorted(p.name for p in small_disk.path.glob("*_seg.nii.gz"))
+    assert 1 <= len(before) < 12, f"{small_disk.kind}: the disk held {len(before)} label maps"
     (small_disk.path / "filler.bin").unlink()
     assert main(args) == 0
+    report = json.loads((small_disk.path / "report.json").read_text())
+    assert report["counts"] == {"ok": 12 - len(before), "skipped": len(before), "failed": 0}, "each case once"
     assert len(list(small_disk.path.glob("*_seg.nii.gz"))) == 12
+    print(f"\nfull disk ({small_disk.kind}): stopped with one line after {len(before)} complete label maps, none "
+          f"partial; the re-run did the other {12 - len(before)}")
