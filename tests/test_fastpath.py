@@ -4,6 +4,7 @@ import os
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +104,8 @@ def test_a_pipeline_command_runs_under_the_preloaded_allocator(tmp_path):
         found[choice] = next(line.split()[-1] for line in proc.stdout.splitlines() if line.startswith("allocator:"))
     assert found["auto"] in ("tcmalloc", "jemalloc"), found
     assert found["system"] == "glibc", found
+    script = Path(sys.executable).parent / "unetpp"  # the console script goes the same way
+    if script.is_file():
+        proc = subprocess.run([str(script), "bundle", "run", "--config_file", str(config)], check=False,
+                              capture_output=True, text=True, timeout=120, env={**_plain(), "PIPELINE_ALLOCATOR": "auto"})
+        assert proc.returncode == 0 and f"allocator: {found['auto']}" in proc.stdout, proc.stderr[-2000:]
