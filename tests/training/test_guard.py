@@ -71,3 +71,63 @@ def test_by_default_training_stops_at_the_twentieth_non_finite_step_in_a_row():
     with pytest.raises(RuntimeError, match=r"training diverged: the last 20 steps \(up to step 40\)"):
         trainer.run()
     assert guard.skipped == 39, "a finite step in between starts the count again"
+
+
+def _step(net, value, amp=False, scaler=None, output=None):
+    """One backward pass of ``net`` on a batch (with ``value`` planted in it) and an engine-like object as MONAI's
+    trainer hands it to its handlers."""
+    from types import SimpleNamespace
+
+    batch = _batch(value)
+    loss = torch.nn.functional.cross_entropy(net(batch["image"]), batch["label"])
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    state = SimpleNamespace(iteration=7, output={"loss": loss.detach()} if output is None else output)
+    return SimpleNamespace(network=net, optimizer=optimizer, amp=amp, scaler=scaler, state=state)
+
+
+def test_the_warning_names_the_step_the_norm_the_loss_and_the_count(caplog):
+    net = torch.nn.Conv2d(1, 2, 3, padding=1)
+    guard = GradientGuard()
+    with caplog.at_level(logging.WARNING, logger="pipeline.training.guard"):
+        guard(_step(net, float("inf")))
+    assert [r.getMessage() for r in caplog.records] == \
+        ["step 7 skipped: gradient norm nan (loss nan); 1 step(s) skipped so far"]  # inf input: nan in the conv
+    assert all(p.grad is None for p in net.parameters()), "the optimiser will leave every weight alone"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pipeline.training.guard"):
+        guard(_step(net, float("nan"), output=[1.0]))  # an engine whose output is not MONAI's dict
+    assert caplog.records[0].getMessage().endswith("(loss unknown); 2 step(s) skipped so far")
+
+
+def test_patience_one_stops_at_the_first_non_finite_step_and_none_means_no_clipping():
+    net = torch.nn.Conv2d(1, 2, 3, padding=1)
+    with pytest.raises(RuntimeError, match=r"the last 1 steps \(up to step 7\)"):
+        GradientGuard(patience=1)(_step(net, float("nan")))
+    net.zero_grad()
+    engine = _step(net, 1e6)  # a huge but finite gradient
+    before = torch.sqrt(sum((p.grad ** 2).sum() for p in net.parameters()))
+    GradientGuard(max_norm=None)(engine)
+    after = torch.sqrt(sum((p.grad ** 2).sum() for p in net.parameters()))
+    assert torch.isfinite(after) and float(after) == pytest.approx(float(before)) and float(after) > 12
+
+
+def test_under_amp_gradients_are_unscaled_before_clipping_and_the_scaler_skips_bad_steps():
+    net = torch.nn.Conv2d(1, 2, 3, padding=1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    engine = _step(net, None, amp=True, scaler=scaler)
+    GradientGuard(max_norm=1e-3)(engine)
+    norm = torch.sqrt(sum((p.grad ** 2).sum() for p in net.parameters()))
+    assert float(norm) <= 1e-3 * 1.0001
+    with pytest.raises(RuntimeError, match="already been called"):  # the guard unscaled them before clipping
+        scaler.unscale_(engine.optimizer)
+    net.zero_grad()
+    guard = GradientGuard(patience=1)
+    bad = _step(net, float("nan"), amp=True, scaler=torch.amp.GradScaler("cpu"))
+    guard(bad)  # left to the scaler: no error even with patience 1, gradients kept for it to see
+    assert guard.skipped == 0 and any(p.grad is not None for p in net.parameters())
+    net.zero_grad()  # a scaler without amp is not used: the gradients stay as they are
+    engine = _step(net, None, amp=False, scaler=torch.amp.GradScaler("cpu", init_scale=2.0 ** 10))
+    GradientGuard(max_norm=None)(engine)
+    scaled = torch.sqrt(sum((p.grad ** 2).sum() for p in net.parameters()))
+    assert float(scaled) > 100 * float(norm), "no unscaling without amp"
