@@ -105,3 +105,48 @@ def test_bad_settings():
         TimeBudget(1, val_interval=0)
     with pytest.raises(ValueError, match="after_validations must be >= 0, got -1"):
         TimeBudget(1, after_validations=-1)
+
+
+def test_the_record_gives_every_figure_on_a_known_clock(tmp_path, monkeypatch):
+    """training_time.json field by field, on a clock that advances 30 s per step: 6 steps of 3 epochs."""
+    from types import SimpleNamespace
+
+    from pipeline.training import budget as module
+
+    clock = [1000.0]
+    monkeypatch.setattr(module, "time", SimpleNamespace(time=lambda: clock[0]))
+    trainer = Engine(lambda engine, batch: clock.__setitem__(0, clock[0] + 30.0))
+    TimeBudget(None, output_dir=tmp_path, start_time=940.0).attach(trainer)  # started a minute before training
+    trainer.run([0, 1], max_epochs=3)
+    record = json.loads((tmp_path / "training_time.json").read_text())
+    assert record == {"budget_minutes": None, "minutes_used": 4.0, "training_minutes": 3.0, "steps": 6,
+                      "epochs": 3, "epoch_length": 2, "stopped_by": "epochs"}
+
+
+def test_under_torch_distributed_every_rank_takes_rank_zeros_decision(tmp_path):
+    """One gloo process group of one rank: the decision goes through the broadcast and comes back whole."""
+    import torch.distributed as dist
+
+    from pipeline.training.budget import _from_rank_zero, _is_rank_zero
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert _is_rank_zero()
+        assert _from_rank_zero(1234, True) == (1234, True)
+        assert _from_rank_zero(7, False) == (7, False)
+    finally:
+        dist.destroy_process_group()
+    assert _from_rank_zero(5, True) == (5, True), "without a process group: the value as it is"
+
+
+def test_process_start_time_is_when_the_process_started():
+    """A child that prints its own start time: between the moments just before and after it was started (the
+    kernel's boot time is a whole second, so the start may read up to a second early)."""
+    import subprocess
+    import sys
+
+    before = time.time()
+    code = "from pipeline.training.budget import process_start_time; print(repr(process_start_time()))"
+    proc = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120)
+    started = float(proc.stdout.strip())
+    assert before - 1.1 <= started <= before + 1.0, (before, started)
