@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -60,3 +61,37 @@ def test_a_model_trained_before_the_card_keeps_its_levels_json(tmp_path):
     assert chosen_level(model) == 3 and resolve_level("auto", model, 4) == 3
     (tmp_path / "levels.json").write_text(json.dumps({"model_sha256": "0" * 64, "chosen": 3}))
     assert resolve_level("auto", model, 4) == 4, "another model's record"
+
+
+@pytest.mark.parametrize("chosen", [1, 4])
+def test_the_ends_of_the_range_are_levels_too(tmp_path, chosen):
+    """Level 1 and the full depth are valid, fixed or chosen; the log names the checkpoint and the full level."""
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"weights")
+    assert resolve_level(1, model, 4) == 1 and resolve_level(4, model, 4) == 4
+    write_card(_card(chosen, file_sha256(model)), card_path(model))
+    assert resolve_level("auto", model, 4) == chosen
+
+
+def test_another_checkpoint_deploys_the_full_network_and_says_which(tmp_path, caplog):
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"weights")
+    card = _card(2, "0" * 64)
+    with caplog.at_level(logging.INFO, logger="pipeline.deploy.levels"):
+        assert card_level(card, model) == 4
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the level in the model card was chosen for another checkpoint than {model}: deploying the full network (L4)"]
+    assert card_level(card, tmp_path / "absent.pt", sha256="0" * 64) == 2, "the caller's SHA-256 is used as given"
+    depthless = card_from_dict({"card_version": 3, "labels": {"0": "bg", "1": "a"}, "network": {},
+                                "inference": {"level": None}}, "t")
+    assert card_level(depthless, model) == 1, "a card without a depth: a one-level network"
+
+
+def test_a_damaged_levels_file_is_named_and_ignored(tmp_path, caplog):
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"weights")
+    (tmp_path / "levels.json").write_text(json.dumps({"chosen": "two", "model_sha256": file_sha256(model)}))
+    with caplog.at_level(logging.WARNING, logger="pipeline.deploy.levels"):
+        assert chosen_level(model) is None and resolve_level("auto", model, 4) == 4
+    assert caplog.records[0].getMessage() == \
+        f"ignoring {tmp_path / 'levels.json'}: invalid literal for int() with base 10: 'two'"
