@@ -30,12 +30,15 @@ def scores(folder: Path) -> dict[str, Counter]:
 
 def table(counts: dict[str, Counter]) -> str:
     """The Markdown table of :func:`scores`."""
-    rows = ["| module | mutants | killed | survived | no test reaches it | score |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    rows = ["| module | mutants | checked | killed | survived | no test reaches it | score |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for module, c in counts.items():
         killed = c["killed"] + c["timeout"] + c["segfault"]
         judged = killed + c["survived"] + c["no tests"]
         score = f"{killed / judged:.0%}" if judged else "-"
-        rows.append(f"| `{module}` | {sum(c.values())} | {killed} | {c['survived']} | {c['no tests']} | {score} |")
+        checked = sum(c.values()) - c["not checked"]
+        rows.append(f"| `{module}` | {sum(c.values())} | {checked} | {killed} | {c['survived']} | {c['no tests']} "
+                    f"| {score} |")
     return "\n".join(rows)
 
 
