@@ -82,6 +82,8 @@ def test_another_checkpoint_deploys_the_full_network_and_says_which(tmp_path, ca
     assert [r.getMessage() for r in caplog.records] == [
         f"the level in the model card was chosen for another checkpoint than {model}: deploying the full network (L4)"]
     assert card_level(card, tmp_path / "absent.pt", sha256="0" * 64) == 2, "the caller's SHA-256 is used as given"
+    assert card_level(card, model, sha256="0" * 64) == 2, "... and the file is not read again"
+    assert resolve_level("auto", None, 4) == 4, "no checkpoint: no record is looked for"
     depthless = card_from_dict({"card_version": 3, "labels": {"0": "bg", "1": "a"}, "network": {},
                                 "inference": {"level": None}}, "t")
     assert card_level(depthless, model) == 1, "a card without a depth: a one-level network"
