@@ -74,3 +74,29 @@ def test_links_at_result_names_are_never_followed(tmp_path):
     with pytest.raises(PipelineError, match=r"a_seg.nii.gz is a symbolic link; outputs are never written through"):
         folder.state("a_seg.nii.gz", RUN)
     assert folder.state("a_seg.nii.gz", RUN, overwrite=True) == "redo"
+
+
+def test_provenance_describes_a_run_as_the_redo_message_says():
+    assert RUN.describe() == "model abababababab, level 2, fp32, TTA off, overlap 0.5"
+    assert Provenance("cd" * 32, 4, "bf16", True, 0.25).describe() == \
+        "model cdcdcdcdcdcd, level 4, bf16, TTA on, overlap 0.25"
+
+
+def test_a_second_job_on_the_folder_leaves_the_temporaries_alone_and_says_so(tmp_path, caplog):
+    import logging
+
+    temporary = tmp_path / ".a_seg.nii.gz.k2j4h5g6.part.nii.gz"
+    first, second = OutputFolder(tmp_path), OutputFolder(tmp_path)
+    assert first.claim(["a_seg.nii.gz"]) == []
+    temporary.write_bytes(b"")  # the first job's file in progress
+    with caplog.at_level(logging.INFO, logger="pipeline.inference.outputs"):
+        assert second.claim(["a_seg.nii.gz"]) == []
+    assert temporary.exists()
+    assert [r.getMessage() for r in caplog.records] == \
+        [f"another job is writing to {tmp_path}: its temporary files are left alone"]
+    for folder in (first, second):
+        folder.release()
+        folder.release()  # twice is harmless: the job's end and a finally may both give it back
+    third = OutputFolder(tmp_path)
+    assert third.claim(["a_seg.nii.gz"]) == [temporary.name], "with nobody else on the folder, leftovers go"
+    third.release()
