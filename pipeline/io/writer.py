@@ -187,6 +187,8 @@ def write_image(array: np.ndarray, geometry: Geometry, path: str | os.PathLike,
                 _write_itk(arr, geometry, tmp, dest, compress, notes)
     except ImageWriteError:
         raise
+    except TypeError as exc:  # SimpleITK has no pixel type for it (float16, complex...)
+        raise ImageWriteError(dest, f"{suffix} cannot store {arr.dtype} voxels here: {exc}") from exc
     except (RuntimeError, OSError) as exc:
         raise_if_disk_full(exc, dest)  # ITK's NRRD/MHA writers fail with their own words for it
         raise ImageWriteError(dest, str(exc).strip().splitlines()[-1]) from exc

@@ -134,3 +134,61 @@ def test_agrees_with_monai_itkreader(tmp_path):
             img = LoadImage(reader=reader, image_only=True)(str(path))
             assert np.allclose(img.affine.numpy(), g.affine, atol=1e-4), reader
             assert np.array_equal(img.numpy(), _array()), reader
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha"])
+def test_float_voxels_with_nan_are_written_and_verified(tmp_path, suffix):
+    """The read-back check counts NaN as equal to NaN (a probability map may hold some), and only there."""
+    arr = np.linspace(0, 1, int(np.prod(GEOM.shape)), dtype=np.float32).reshape(GEOM.shape)
+    arr[1, 2, 3] = np.nan
+    path = write_image(arr, GEOM, tmp_path / f"p{suffix}")
+    back = read_image(path).array
+    assert np.isnan(back[1, 2, 3]) and np.isnan(back).sum() == 1
+    assert np.array_equal(back, arr, equal_nan=True)
+
+
+def test_channels_are_written_as_vectors_on_the_grid(tmp_path):
+    arr = np.random.default_rng(0).random((*GEOM.shape, 2)).astype(np.float32)
+    path = write_image(arr, GEOM, tmp_path / "two.nrrd")
+    image = sitk.ReadImage(str(path))
+    assert image.GetNumberOfComponentsPerPixel() == 2 and image.GetSize() == GEOM.shape
+    assert np.array_equal(read_image(path).array, arr)
+
+
+def test_compression_follows_the_flag_where_the_format_has_one(tmp_path):
+    arr = np.zeros(GEOM.shape, np.uint8)
+    packed = write_image(arr, GEOM, tmp_path / "packed.nrrd")
+    raw = write_image(arr, GEOM, tmp_path / "raw.nrrd", compress=False)
+    assert packed.stat().st_size < raw.stat().st_size and raw.stat().st_size >= arr.size
+
+
+def test_a_voxel_type_the_format_has_no_code_for_is_one_error_naming_the_file(tmp_path):
+    source = read_image(write_image(np.zeros(GEOM.shape, np.uint8), GEOM, tmp_path / "source.nii.gz"))
+    with pytest.raises(ImageWriteError, match=r"half\.nii\.gz.*NIfTI cannot store these voxels"):
+        write_image(np.zeros(GEOM.shape, np.float16), source.geometry, tmp_path / "half.nii.gz")  # nibabel's path
+    with pytest.raises(ImageWriteError, match=r"half\.nrrd.*\.nrrd cannot store float16 voxels"):
+        write_image(np.zeros(GEOM.shape, np.float16), GEOM, tmp_path / "half.nrrd")  # ITK's
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["source.nii.gz"]
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd"])
+def test_a_file_that_reads_back_different_is_refused_and_removed(tmp_path, monkeypatch, suffix):
+    """What the read-back check is for: a write that did not keep the voxels (here a reader that flips one)."""
+    real_nib, real_itk = nib.load, sitk.ReadImage
+
+    def nib_load(path, *args, **kwargs):
+        image = real_nib(path, *args, **kwargs)
+        data = np.asarray(image.dataobj).copy()
+        data.flat[0] += 1
+        return nib.Nifti1Image(data, image.affine, image.header)
+
+    def itk_read(path, *args, **kwargs):
+        image = real_itk(path, *args, **kwargs)
+        image[0, 0, 0] = image[0, 0, 0] + 1
+        return image
+
+    monkeypatch.setattr(nib, "load", nib_load)
+    monkeypatch.setattr(sitk, "ReadImage", itk_read)
+    with pytest.raises(ImageWriteError, match=r"out\..*incomplete or damaged: its voxels or placement read back"):
+        write_image(np.zeros(GEOM.shape, np.uint8), GEOM, tmp_path / f"out{suffix}")
+    assert list(tmp_path.iterdir()) == [], "nothing under the final name, no temporary left"
