@@ -151,9 +151,10 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sw-batch-size", type=int_at_least(1), default=None,
                    help="windows per forward pass (default: the model card's, the bundle's sw_batch_size)")
     p.add_argument("--workers", type=int_at_least(1), default=2, help="reading/writing threads")
-    p.add_argument("--shard", default=None, help="i/n: this process takes the cases whose path hashes to shard i of n (default: "
-                   "RANK/WORLD_SIZE under torchrun, else all)")
-    p.add_argument("--overwrite", action="store_true", help="redo every case, even one whose output is current, and replace a file at an output name that this job did not write")
+    p.add_argument("--shard", default=None, help="i/n: this process takes the cases whose path hashes to shard i "
+                   "of n (default: RANK/WORLD_SIZE under torchrun, else all)")
+    p.add_argument("--overwrite", action="store_true", help="redo every case, even one whose output is current, "
+                   "and replace a file at an output name that this job did not write")
     p.add_argument("--output-format", choices=("auto", "nifti", "dicom-seg"), default="auto",
                    help="auto: DICOM SEG for DICOM series input, the input's own format otherwise; nifti: NIfTI for "
                         "all; dicom-seg: DICOM SEG (DICOM series input only)")

@@ -72,11 +72,6 @@ def _scratch(tmp_path: Path) -> Path:
     work.mkdir()
     for name in ("bundles", "configs", "benchmarks"):
         shutil.copytree(REPO / name, work / name, ignore=_IGNORE, symlinks=True)
-    for name in ("Makefile", "pyproject.toml", "constraints"):
-        if (REPO / name).is_file():
-            shutil.copy2(REPO / name, work / name)
-        elif (REPO / name).is_dir():
-            shutil.copytree(REPO / name, work / name)
     (work / ".venv").symlink_to(REPO / ".venv")
     shared = REPO.parent / "shared"
     if shared.is_dir():
@@ -99,7 +94,8 @@ def test_command_blocks_run(path: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PYTEST_", "RANK", "WORLD_SIZE"))}
     env.update(PATH=f"{venv_bin}{os.pathsep}{env.get('PATH', '')}", VIRTUAL_ENV=str(REPO / ".venv"),
                PYTHONUNBUFFERED="1")
-    result = subprocess.run(["bash", str(script)], check=False, cwd=work, env=env, capture_output=True, text=True, timeout=840)
+    result = subprocess.run(["bash", str(script)], check=False, cwd=work, env=env, capture_output=True, text=True,
+                            timeout=840)
     if result.returncode != 0:
         blocks = [line for line in result.stderr.splitlines() if line.startswith("### ")]
         failed = blocks[-1][4:] if blocks else "(before the first block)"
