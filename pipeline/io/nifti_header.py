@@ -270,7 +270,7 @@ def nifti_image(array: np.ndarray, transforms: NiftiTransforms, notes: str | Non
     Args:
         array: the voxels, stored in their own type.
         transforms: the placement fields to carry (usually an input image's).
-        notes: a line for the header's descrip (80 bytes at most). Defaults to None.
+        notes: a line for the header's descrip (80 bytes at most; :func:`pipeline.io.writer.write_image` keeps 79). Defaults to None.
 
     Example:
         >>> t = NiftiTransforms(2, (1, 0, 0, 5, 0, 1, 0, 0, 0, 0, 1, 0), 0, (0,) * 6, (1, 1, 1, 1))

@@ -29,7 +29,7 @@ from pipeline.io.integrity import check_complete
 from pipeline.io.nifti_header import NiftiTransforms, nifti_image
 from pipeline.io.reader import IMAGE_SUFFIXES, image_suffix
 
-__all__ = ["PROVENANCE_PREFIX", "label_suffix_for", "read_notes", "write_image"]
+__all__ = ["NOTES_MAX", "PROVENANCE_PREFIX", "label_suffix_for", "read_notes", "write_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ _COMPRESSIBLE = (".nrrd", ".mha", ".nii.gz")
 PROVENANCE_PREFIX = "pipeline segment "
 # ITK's key for a free-text header line: NIfTI descrip, a NRRD/MetaImage field
 _NOTES = "ITK_FileNotes"
+#: bytes of ``notes`` kept: NIfTI's descrip holds 80 with its terminator, and ITK refuses a longer line outright
+NOTES_MAX = 79
 
 
 def label_suffix_for(input_path: str | os.PathLike) -> str:
@@ -75,7 +77,7 @@ def _verify(tmp: Path, dest: Path, read_back: Callable[[], bool]) -> None:
         check_complete(tmp)
         same = read_back()
     except Exception as exc:  # noqa: BLE001 - ITK and nibabel raise many types for damaged files
-        same, why = False, str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        same, why = False, str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else type(exc).__name__
     else:
         why = "its voxels or placement read back different"
     if not same:
@@ -90,7 +92,7 @@ def _write_itk(arr: np.ndarray, geometry: Geometry, tmp: Path, dest: Path, compr
     image = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(order)), isVector=arr.ndim > spatial)
     geometry.apply_to(image)
     if notes is not None:
-        image.SetMetaData(_NOTES, notes[:80])
+        image.SetMetaData(_NOTES, notes)
     sitk.WriteImage(image, str(tmp), useCompression=compress and image_suffix(dest) in _COMPRESSIBLE)
 
     def read_back() -> bool:
@@ -151,8 +153,8 @@ def write_image(array: np.ndarray, geometry: Geometry, path: str | os.PathLike,
         path: destination; its ending picks the format (``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``).
         dtype: cast to this dtype first. Defaults to None (keep ``array``'s).
         compress: compress where the format allows (NIfTI: by the ``.gz`` ending alone). Defaults to True.
-        notes: a line stored in the header (NIfTI ``descrip``, 80 characters at most; NRRD/MHA
-            ``ITK_FileNotes``); :func:`read_notes` gives it back. Defaults to None.
+        notes: a line stored in the header (NIfTI ``descrip``, NRRD/MHA ``ITK_FileNotes``), cut to
+            :data:`NOTES_MAX` bytes; :func:`read_notes` gives it back. Defaults to None.
 
     Returns:
         The path written.
@@ -179,6 +181,7 @@ def write_image(array: np.ndarray, geometry: Geometry, path: str | os.PathLike,
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8)
     transforms = _source_transforms(arr, geometry, suffix)
+    notes = None if notes is None else notes.encode()[:NOTES_MAX].decode(errors="ignore")
     try:
         with atomic_path(dest, suffix) as tmp:
             if transforms is not None:

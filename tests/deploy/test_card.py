@@ -197,3 +197,100 @@ def test_what_leaves_the_training_machine_has_no_case_ids():
                                                        "val": ["p3"]}), "m")
     shared = card.shareable().training.dataset
     assert shared == {"source": "Task04", "num_cases": 3, "cases_sha256": "ab" * 32, "num_train": 2, "num_val": 1}
+
+
+def test_a_version_2_export_migrates_to_exactly_this_card():
+    old = {"metadata_version": 2, "labels": {"0": "background", "1": "anterior", "2": "posterior"},
+           "modality": "MR", "channels": ["T1", "T2"],
+           "network": {"class": "UNetPlusPlus", "spatial_dims": 3, "depth": 4, "in_channels": 2, "out_channels": 3},
+           "preprocessing": {"orientation": "RAS", "steps": [{"kind": "orient", "axcodes": "RAS"}]},
+           "inference": {"kind": "sliding_window", "roi_size": [40, 56, 40], "overlap": 0.25, "level": 3,
+                         "mirror_axes": [1, 2]},
+           "validation": {"val_mean_dice": 0.87}, "bundle": {"name": "mri", "version": "0.2.0"},
+           "versions": {"monai": "1.5.1"}, "precision": "fp16", "exported_device": "cuda"}
+    assert card_from_dict(old, "old.ts").to_dict() == {
+        "card_version": CARD_VERSION, "labels": {"0": "background", "1": "anterior", "2": "posterior"},
+        "network": {"target": "", "args": {}, "spatial_dims": 3, "in_channels": 2, "out_channels": 3, "depth": 4},
+        "preprocessing": [{"kind": "orient", "axcodes": "RAS"}],
+        "inference": {"kind": "sliding_window", "roi_size": [40, 56, 40], "overlap": 0.25, "mode": "gaussian",
+                      "sigma_scale": 0.125, "sw_batch_size": 1, "spatial_dim": 2, "level": 3, "mirror_axes": [1, 2]},
+        "modality": "MR", "channels": ["T1", "T2"],
+        "training": {"precision": "", "dataset": {}, "folds": {}, "validation": {"val_mean_dice": 0.87},
+                     "level_choice": {}, "checkpoint_sha256": ""},
+        "bundle": {"name": "mri", "version": "0.2.0"}, "versions": {"monai": "1.5.1"},
+        "export": {"precision": "fp16", "device": "cuda"}}
+
+
+@pytest.mark.parametrize("inference, dims", [({"roi_size": [32, 48]}, 2), ({}, 3)])
+def test_a_bare_version_1_export_takes_the_documented_defaults(inference, dims):
+    old = {"metadata_version": 1, "labels": {"0": "bg", "1": "a", "2": "b"}, "inference": inference,
+           "preprocessing": [{"kind": "orient", "axcodes": "RAS"}]}
+    card = card_from_dict(old, "v1.ts").to_dict()
+    assert card["network"] == {"target": "", "args": {}, "spatial_dims": dims, "in_channels": 1, "out_channels": 3,
+                               "depth": None}
+    assert card["preprocessing"] == [{"kind": "orient", "axcodes": "RAS"}], "a list of steps is taken as it is"
+    assert (card["modality"], card["channels"], card["bundle"], card["versions"]) == ("", [], {}, {})
+    assert card["export"] == {"precision": "fp32", "device": "cpu"}
+    assert card_from_dict({**old, "preprocessing": {"orientation": "RAS"}}, "v1.ts").preprocessing == ()
+
+
+@pytest.mark.parametrize("spatial_dim, axes, expected", [(None, [0, 1, 2, "x"], (0, 1)), (1, [0, 1, 2], (0, 1)),
+                                                         (0, [2], (1,))])
+def test_slice_wise_mirror_axes_drop_the_slicing_axis(spatial_dim, axes, expected):
+    info = {"kind": "slice", "roi_size": [32, 32], "mirror_axes": axes}
+    if spatial_dim is not None:  # absent: axis 2, the card's default
+        info["spatial_dim"] = spatial_dim
+    old = {"metadata_version": 2, "labels": {"0": "bg", "1": "a"}, "inference": info,
+           "network": {"spatial_dims": 2, "in_channels": 1, "out_channels": 2}}
+    assert card_from_dict(old, "old.ts").inference.mirror_axes == expected
+
+
+def test_version_1_and_2_are_read_and_nothing_else_is():
+    old = {"labels": {"0": "bg", "1": "a"}, "inference": {"roi_size": [8, 8, 8]}}
+    assert card_from_dict({**old, "metadata_version": 1}, "m.ts").level == 1
+    assert card_from_dict({**old, "metadata_version": 2}, "m.ts").level == 1
+    with pytest.raises(CardError) as info:
+        card_from_dict(old, "m.ts")
+    assert str(info.value) == ("'m.ts' holds no model card (no 'card_version'; a file of MONAI's ckpt_export holds "
+                               "the bundle's metadata.json instead): export the model with `python -m pipeline "
+                               "export`")
+
+
+def test_labels_are_ordered_by_id_and_messages_name_the_file():
+    card = card_from_dict({"card_version": CARD_VERSION, "labels": {"10": "c", "2": "b", "0": "bg"},
+                           "network": {"out_channels": 3}}, "m.ts")
+    assert list(card.labels) == ["0", "2", "10"]
+    with pytest.raises(CardError, match="^'m.ts': model card: a model card must hold a JSON object"):
+        card_from_dict([1], "m.ts")
+    with pytest.raises(CardError, match="^'m.ts': model card: "):
+        parse_card(json.dumps(_broken("inference.overlap", 2.0)), "m.ts")
+
+
+def test_defaults_of_modality_and_channels_are_empty():
+    card = card_from_dict({"card_version": CARD_VERSION, "labels": {"0": "bg", "1": "a"}}, "m.ts")
+    assert (card.modality, card.channels) == ("", ())
+
+
+def test_replace_takes_changes_to_each_nested_record():
+    card = card_from_dict(copy.deepcopy(GOOD), "m.ts")
+    changed = card.replace(network={"depth": 3}, inference={"overlap": 0.25}, training={"precision": "fp32"})
+    assert (changed.network.depth, changed.network.out_channels) == (3, 3)
+    assert (changed.inference.overlap, changed.inference.level) == (0.25, 2)
+    assert (changed.training.precision, changed.training.checkpoint_sha256) == ("fp32", "ab" * 32)
+    assert card.network.depth == 4, "the card itself is unchanged"
+
+
+def test_only_the_splits_files_folder_is_dropped_from_the_folds():
+    card = card_from_dict(_broken("training.folds", {"fold": 1, "num_folds": 5, "seed": 0,
+                                                     "splits_file": "/data/site_a/splits_final.json"}), "m")
+    assert card.shareable().training.folds == {"fold": 1, "num_folds": 5, "seed": 0,
+                                               "splits_file": "splits_final.json"}
+    none = card_from_dict(_broken("training.folds", {"fold": 0, "splits_file": ""}), "m")
+    assert none.shareable().training.folds == {"fold": 0, "splits_file": ""}
+
+
+def test_the_export_section_is_written_only_where_there_is_one():
+    card = card_from_dict(copy.deepcopy(GOOD), "m.ts")
+    assert "export" not in card.to_dict()
+    exported = card.replace(export=card_from_dict({**GOOD, "export": {"precision": "fp16"}}, "m.ts").export)
+    assert exported.to_dict()["export"] == {"precision": "fp16", "device": "cpu"}

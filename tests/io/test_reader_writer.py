@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -7,6 +9,7 @@ import SimpleITK as sitk
 
 from pipeline.errors import ImageReadError, ImageWriteError
 from pipeline.io import Geometry, label_suffix_for, read_case, read_header, read_image, write_image
+from pipeline.io.writer import read_notes
 
 GEOM = Geometry((9, 7, 5), (0.8, 0.8, 2.5), (12.0, -3.0, 40.0), (1, 0, 0, 0, -1, 0, 0, 0, 1))  # LAS
 
@@ -192,3 +195,121 @@ def test_a_file_that_reads_back_different_is_refused_and_removed(tmp_path, monke
     with pytest.raises(ImageWriteError, match=r"out\..*incomplete or damaged: its voxels or placement read back"):
         write_image(np.zeros(GEOM.shape, np.uint8), GEOM, tmp_path / f"out{suffix}")
     assert list(tmp_path.iterdir()) == [], "nothing under the final name, no temporary left"
+
+
+def test_detached_header_formats_get_their_single_file_variant():
+    assert (label_suffix_for("a.nhdr"), label_suffix_for("a.mhd"), label_suffix_for("a.nrrd")) == \
+        (".nrrd", ".mha", ".nrrd")
+
+
+def test_messages_name_the_file_and_the_endings_it_could_have(tmp_path):
+    with pytest.raises(ImageWriteError) as info:
+        write_image(_array(), GEOM, tmp_path / "x.png")
+    assert str(info.value).startswith(f"cannot write image '{tmp_path / 'x.png'}': output ending must be one of")
+    assert "(readable endings: .nii.gz, .nii, " in str(info.value)
+    with pytest.raises(ImageWriteError, match=r"^cannot write image '" + str(tmp_path / "y.nii.gz") + "': array shape"):
+        write_image(_array((9, 7, 4)), GEOM, tmp_path / "y.nii.gz")
+
+
+def test_a_dtype_given_is_the_dtype_written(tmp_path):
+    arr = _array(dtype=np.float64) / 3
+    path = write_image(arr, GEOM, tmp_path / "u.nrrd", dtype=np.uint8)
+    back = read_image(path).array
+    assert back.dtype == np.uint8 and np.array_equal(back, arr.astype(np.uint8))
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".nii.gz"])
+def test_notes_are_cut_to_what_nifti_holds_and_absent_notes_read_as_none(tmp_path, suffix):
+    """NIfTI's descrip holds 79 characters and its terminator; ITK refused a longer line outright."""
+    notes = "pipeline segment " + "x" * 61 + "yz"
+    assert read_notes(write_image(_array(), GEOM, tmp_path / f"n{suffix}", notes=notes)) == notes[:79]
+    assert read_notes(write_image(_array(), GEOM, tmp_path / f"e{suffix}", notes="é" * 50)) == "é" * 39
+    assert read_notes(write_image(_array(), GEOM, tmp_path / f"none{suffix}")) in (None, "")
+
+
+def test_a_nifti_sourced_grid_written_as_nrrd_is_a_nrrd(tmp_path):
+    source = read_image(write_image(_array(), GEOM, tmp_path / "source.nii.gz"))
+    path = write_image(_array(), source.geometry, tmp_path / "out.nrrd")
+    assert path.read_bytes()[:4] == b"NRRD" and np.array_equal(read_image(path).array, _array())
+
+
+def test_a_read_back_failure_is_its_last_line_or_its_type_naming_the_file(tmp_path, monkeypatch):
+    from pipeline.io import writer
+
+    def fails(message):
+        def check(path):
+            raise ValueError(message)
+        return check
+
+    monkeypatch.setattr(writer, "check_complete", fails("ITK said:\n  the header is short"))
+    with pytest.raises(ImageWriteError) as info:
+        write_image(_array(), GEOM, tmp_path / "a.mha")
+    assert str(info.value) == f"cannot write image '{tmp_path / 'a.mha'}': the file written is incomplete or damaged: the header is short"
+    monkeypatch.setattr(writer, "check_complete", fails("  "))
+    with pytest.raises(ImageWriteError, match=r"a\.mha': the file written is incomplete or damaged: ValueError$"):
+        write_image(_array(), GEOM, tmp_path / "a.mha")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_itk_write_error_is_its_last_line_naming_the_file(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Exception thrown in SimpleITK ImageFileWriter_Execute:\nITK ERROR: cannot write there")
+
+    monkeypatch.setattr(sitk, "WriteImage", refuse)
+    with pytest.raises(ImageWriteError) as info:
+        write_image(_array(), GEOM, tmp_path / "b.mha")
+    assert str(info.value) == f"cannot write image '{tmp_path / 'b.mha'}': ITK ERROR: cannot write there"
+
+
+class _Moved:
+    """The NIfTI placement read back, moved by ``delta`` on an off-diagonal entry of the affine."""
+
+    delta = 0.0
+
+    @classmethod
+    def from_header(cls, header):
+        from pipeline.io.nifti_header import NiftiTransforms
+
+        placed = NiftiTransforms.from_header(header)
+        affine = placed.affine.copy()
+        affine[0, 1] += cls.delta
+        return SimpleNamespace(affine=affine)
+
+
+@pytest.mark.parametrize("delta, kept", [(5e-5, True), (1e-3, False)])
+def test_nifti_placement_read_back_is_checked_to_1e_4(tmp_path, monkeypatch, delta, kept):
+    from pipeline.io import writer
+
+    source = read_image(write_image(_array(), GEOM, tmp_path / "source.nii.gz"))
+    monkeypatch.setattr(_Moved, "delta", delta)
+    monkeypatch.setattr(writer, "NiftiTransforms", _Moved)
+    if kept:
+        assert write_image(_array(), source.geometry, tmp_path / "out.nii.gz").exists()
+    else:
+        with pytest.raises(ImageWriteError, match=r"out\.nii\.gz': the file written is incomplete or damaged: its "
+                                                  "voxels or placement read back different"):
+            write_image(_array(), source.geometry, tmp_path / "out.nii.gz")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["source.nii.gz"]
+
+
+def test_nifti_voxels_read_back_different_are_refused_on_the_nibabel_path(tmp_path, monkeypatch):
+    source = read_image(write_image(_array(), GEOM, tmp_path / "source.nii.gz"))
+    real = nib.load
+
+    def flipped(path, *args, **kwargs):
+        image = real(path, *args, **kwargs)
+        data = np.asarray(image.dataobj).copy()
+        data.flat[3] += 1
+        return nib.Nifti1Image(data, image.affine, image.header)
+
+    monkeypatch.setattr(nib, "load", flipped)
+    with pytest.raises(ImageWriteError, match=r"out\.nii\.gz': the file written is incomplete"):
+        write_image(_array(), source.geometry, tmp_path / "out.nii.gz")
+
+
+def test_nan_reads_back_as_nan_on_the_nibabel_path(tmp_path):
+    source = read_image(write_image(_array(), GEOM, tmp_path / "source.nii.gz"))
+    arr = _array(dtype=np.float32)
+    arr[0, 0, 0] = np.nan
+    back = nib.load(str(write_image(arr, source.geometry, tmp_path / "p.nii.gz"))).get_fdata()
+    assert np.isnan(back[0, 0, 0]) and np.array_equal(back, arr, equal_nan=True)
