@@ -95,8 +95,8 @@ serve: install
 MUTANTS ?=
 mutants: install
 	$(PIP) install --quiet 'mutmut>=3.8,<4' 2>&1 | grep -v "^WARNING: Location" || true
-	rm -rf mutants
-	$(TEST_ENV) $(VENV)/bin/mutmut run $(MUTANTS) > /dev/null || true
+	rm -rf mutants .mutants-fixtures
+	$(TEST_ENV) PIPELINE_TEST_FIXTURE_CACHE=$(CURDIR)/.mutants-fixtures $(VENV)/bin/mutmut run $(MUTANTS) > /dev/null || true
 	$(PY) scripts/mutation_scores.py mutants
 
 bench: install

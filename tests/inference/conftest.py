@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import built_once
+
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"features": [4, 4, 8, 8, 16, 4], "patch_size": [32, 32, 32]}
 # real CT volumes are large: bigger windows with little overlap keep the window count (and test time) small
@@ -21,30 +23,35 @@ def exported(tmp_path_factory) -> dict[str, Path]:
 
     from pipeline.export import export_bundle
 
-    root = tmp_path_factory.mktemp("exported")
-    out = {}
-    for bundle in ("unetpp_ct_segmentation", "unetpp_mri_segmentation"):
-        parser = ConfigParser()
-        parser.read_config(str(REPO / "bundles" / bundle / "configs" / "train.json"))
-        parser["device"] = "$torch.device('cpu')"
-        parser["features"] = TINY["features"]
-        torch.manual_seed(1)
-        net = parser.get_parsed_content("network_def")
-        torch.save(net.state_dict(), root / f"{bundle}.pt")
-        out[bundle] = export_bundle(REPO / "bundles" / bundle, root / f"{bundle}.pt", root / f"{bundle}.ts",
-                                    overrides=OVERRIDES[bundle]).path
-    return out
+    def build(root: Path) -> dict[str, Path]:
+        out = {}
+        for bundle in ("unetpp_ct_segmentation", "unetpp_mri_segmentation"):
+            parser = ConfigParser()
+            parser.read_config(str(REPO / "bundles" / bundle / "configs" / "train.json"))
+            parser["device"] = "$torch.device('cpu')"
+            parser["features"] = TINY["features"]
+            torch.manual_seed(1)
+            net = parser.get_parsed_content("network_def")
+            torch.save(net.state_dict(), root / f"{bundle}.pt")
+            out[bundle] = export_bundle(REPO / "bundles" / bundle, root / f"{bundle}.pt", root / f"{bundle}.ts",
+                                        overrides=OVERRIDES[bundle]).path
+        return out
+
+    return built_once(tmp_path_factory, "exported", build)
 
 
 @pytest.fixture(scope="session")
 def two_channel(tmp_path_factory) -> dict[str, Path]:
     """A tiny random 2-channel MRI model (exported) and the same cases as 4D files, nnU-Net files and a CSV."""
+    return built_once(tmp_path_factory, "two_channel", _two_channel)
+
+
+def _two_channel(root: Path) -> dict[str, Path]:
     from monai.bundle import ConfigParser
 
     from pipeline.data import write_synthetic_dataset
     from pipeline.export import export_bundle
 
-    root = tmp_path_factory.mktemp("two_channel")
     bundle = REPO / "bundles" / "unetpp_mri_segmentation"
     overrides = {**TINY, "in_channels": 2, "channel_names": ["T1", "T2"],
                  "normalization": [{"scheme": "zscore", "nonzero": True},

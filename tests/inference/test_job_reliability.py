@@ -124,3 +124,29 @@ def test_a_bad_output_folder_is_one_line_before_the_model_loads(tmp_path):
                               timeout=120)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
         assert proc.stderr.startswith("pipeline segment: error: --output must be a folder"), proc.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_unexpected_error_in_one_case_is_named_with_its_type_and_the_job_goes_on(tmp_path, mri_dataset, exported,
+                                                                                    monkeypatch, caplog, workers):
+    import torch
+
+    from pipeline.inference import job
+
+    inputs = _inputs(tmp_path / "in", mri_dataset)
+    calls = []
+
+    def second_fails(self, image):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("out of luck 50%")
+        return torch.rand(1, 3, *image.shape[1:])
+
+    monkeypatch.setattr(job.Predictor, "__call__", second_fails)
+    with caplog.at_level("ERROR", logger="pipeline"):
+        report = _run(exported["unetpp_mri_segmentation"], inputs, tmp_path / "out", workers=workers)
+    assert report.counts() == {"ok": 1, "skipped": 0, "failed": 1}
+    failed = next(c for c in report.cases if c.status == "failed")
+    assert failed.error == "RuntimeError: out of luck 50%"
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == \
+        [f"{failed.input}: RuntimeError: out of luck 50%"]
