@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,3 +101,124 @@ def test_a_second_job_on_the_folder_leaves_the_temporaries_alone_and_says_so(tmp
     third = OutputFolder(tmp_path)
     assert third.claim(["a_seg.nii.gz"]) == [temporary.name], "with nobody else on the folder, leftovers go"
     third.release()
+
+
+def test_the_provenance_line_is_the_prefix_and_16_hex_digits_and_an_input_adds_its_fingerprint():
+    line = RUN.line
+    assert line.startswith("pipeline segment ") and len(line) == len("pipeline segment ") + 16
+    int(line.rsplit(" ", 1)[1], 16)
+    assert Provenance("ab" * 32, 2, "fp32", False, 0.5 + 1e-9).line == line, "overlap is compared to 6 decimals"
+    assert Provenance("ab" * 32, 2, "fp32", False, 0.500002).line != line
+    assert RUN.for_input("") == line and RUN.for_input("0123456789ab") == f"{line} 0123456789ab"
+    assert len(RUN.for_input("0123456789ab")) == 46
+
+
+def test_a_changed_input_or_another_run_is_redone_and_the_log_says_which(tmp_path, caplog):
+    import logging
+
+    folder = OutputFolder(tmp_path)
+    labels = np.zeros(GEOM.shape, np.uint8)
+    write_image(labels, GEOM, tmp_path / "a_seg.nii.gz", notes=RUN.for_input("0123456789ab"))
+    other = Provenance("cd" * 32, 3, "bf16", True, 0.25)
+    with caplog.at_level(logging.INFO, logger="pipeline.inference.outputs"):
+        assert folder.state("a_seg.nii.gz", RUN, fingerprint="0123456789ab") == "done"
+        assert folder.state("a_seg.nii.gz", RUN, fingerprint="ba9876543210") == "redo"
+        assert folder.state("a_seg.nii.gz", other, fingerprint="0123456789ab") == "redo"
+        assert folder.state("a_seg.nii.gz", RUN, overwrite=True) == "redo"
+    assert [r.getMessage() for r in caplog.records] == [
+        ("a_seg.nii.gz: its input changed since it was segmented (or was made before inputs were fingerprinted); "
+        "redoing it"),
+        ("a_seg.nii.gz was made by another run (model, level, precision, TTA or overlap differ); redoing it with "
+        "model cdcdcdcdcdcd, level 3, bf16, TTA on, overlap 0.25")]
+
+
+def test_a_folder_or_a_header_without_notes_at_a_result_name_is_refused(tmp_path):
+    folder = OutputFolder(tmp_path)
+    (tmp_path / "d_seg.nii.gz").mkdir()
+    with pytest.raises(PipelineError) as info:
+        folder.state("d_seg.nii.gz", RUN)
+    assert str(info.value) == (f"{tmp_path / 'd_seg.nii.gz'} exists and was not written by this job (no provenance "
+                               "line in its header); move it away or pass --overwrite")
+    write_image(np.zeros(GEOM.shape, np.uint8), GEOM, tmp_path / "e_seg.nrrd", notes="pipeline segmentation v2")
+    with pytest.raises(PipelineError, match="e_seg.nrrd exists and was not written by this job"):
+        folder.state("e_seg.nrrd", RUN)
+
+
+def test_an_output_below_a_folder_that_cannot_be_written_names_the_nearest_parent(tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked or mode & os.W_OK == 0)
+    with pytest.raises(PipelineError) as info:
+        OutputFolder(locked / "a" / "b")
+    assert str(info.value) == (f"--output must be a folder this job can write to, got '{locked / 'a' / 'b'}' "
+                               f"('{locked}' cannot be written)")
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked or mode & os.X_OK == 0)
+    with pytest.raises(PipelineError, match="cannot be written"):
+        OutputFolder(locked / "a")
+    monkeypatch.undo()
+    assert OutputFolder(locked / "a" / "b").path == locked / "a" / "b"
+
+
+def test_a_folder_that_cannot_be_created_is_one_line(tmp_path, monkeypatch):
+    folder = OutputFolder(tmp_path / "new")
+
+    def refuse(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(PipelineError) as info:
+        folder.create()
+    assert str(info.value) == (f"--output must be a folder this job can create, got '{tmp_path / 'new'}' (No space "
+                               "left on device)")
+
+
+def test_without_locks_the_temporaries_are_still_removed(tmp_path, monkeypatch, caplog):
+    import fcntl
+    import logging
+
+    (tmp_path / ".a_seg.nii.gz.k2j4h5g6.part.nii.gz").write_bytes(b"")
+
+    def no_locks(fd, operation):
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    folder = OutputFolder(tmp_path)
+    with caplog.at_level(logging.DEBUG, logger="pipeline.inference.outputs"):
+        assert folder.claim(["a_seg.nii.gz"]) == [".a_seg.nii.gz.k2j4h5g6.part.nii.gz"]
+    assert folder._lock is None, "no descriptor is kept open without a lock"
+    assert any(r.getMessage().startswith(f"no lock on {tmp_path} (") for r in caplog.records)
+    assert "removed 1 temporary file(s) left by an interrupted run" in [r.getMessage() for r in caplog.records]
+
+
+def test_contains_is_the_folder_and_what_lies_below_it(tmp_path):
+    folder = OutputFolder(tmp_path / "out")
+    assert folder.contains(tmp_path / "out") and folder.contains(tmp_path / "out" / "x" / "y.nii.gz")
+    assert not folder.contains(tmp_path / "out2" / "y.nii.gz") and not folder.contains(tmp_path)
+    assert folder.contains(tmp_path / "in" / ".." / "out" / "z.nrrd")
+
+
+def test_what_cannot_be_listed_or_removed_is_left_and_said(tmp_path, monkeypatch, caplog):
+    import logging
+
+    folder = OutputFolder(tmp_path)
+    (tmp_path / ".a_seg.nii.gz.k2j4h5g6.part").mkdir()  # a folder under a temporary's name is not ours
+    (tmp_path / ".b_seg.nii.gz.k2j4h5g6.part").write_bytes(b"")
+    real_unlink = Path.unlink
+
+    def stuck(self, *args, **kwargs):
+        if self.name.startswith(".b_seg"):
+            raise PermissionError(13, "Permission denied")
+        return real_unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", stuck)
+    with caplog.at_level(logging.INFO, logger="pipeline.inference.outputs"):
+        assert folder.remove_own_temporaries(["a_seg.nii.gz", "b_seg.nii.gz"]) == []
+    assert [r.getMessage() for r in caplog.records] == [
+        (f"could not remove {tmp_path / '.b_seg.nii.gz.k2j4h5g6.part'}, left by an interrupted run: [Errno 13] "
+        "Permission denied")]
+    caplog.clear()
+    monkeypatch.setattr(Path, "iterdir", lambda self: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
+    with caplog.at_level(logging.INFO, logger="pipeline.inference.outputs"):
+        assert folder.remove_own_temporaries(["b_seg.nii.gz"]) == []
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cannot list {tmp_path} (Permission denied): temporary files of an interrupted run stay"]
