@@ -150,3 +150,23 @@ def test_an_unexpected_error_in_one_case_is_named_with_its_type_and_the_job_goes
     assert failed.error == "RuntimeError: out of luck 50%"
     assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == \
         [f"{failed.input}: RuntimeError: out of luck 50%"]
+
+
+def test_skipped_and_failed_cases_are_recorded_in_full(tmp_path, mri_dataset, exported):
+    """The report's rows for a complete output found again and for a case that failed, field by field (a name that
+    holds ``_seg`` itself keeps it)."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(mri_dataset / "imagesTr/mri_000.nii.gz", inputs / "knee_segment.nii.gz")
+    model, out = exported["unetpp_mri_segmentation"], tmp_path / "out"
+    first = _run(model, inputs, out)
+    (inputs / "bad_segment.nii.gz").write_bytes(b"not an image")
+    again = _run(model, inputs, out)
+    rows = {c.case: c for c in again.cases}
+    done, skipped, failed = first.cases[0], rows["knee_segment"], rows["bad_segment"]
+    assert (skipped.status, skipped.input, skipped.output, skipped.seconds) == \
+        ("skipped", str(inputs / "knee_segment.nii.gz"), str(out / "knee_segment_seg.nii.gz"), 0.0)
+    assert skipped.volumes_ml == done.volumes_ml and sum(done.volumes_ml.values()) > 0
+    assert (failed.status, failed.input, failed.output, failed.seconds) == \
+        ("failed", str(inputs / "bad_segment.nii.gz"), "", 0.0)
+    assert failed.error.startswith(f"cannot read image '{inputs / 'bad_segment.nii.gz'}'"), failed.error
