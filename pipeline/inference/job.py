@@ -183,7 +183,7 @@ class _Job:
     def existing(self, case: _Case) -> dict[str, float]:
         """Label volumes of a complete output, read back (ImageReadError when it does not read)."""
         if case.output.name.endswith(SEG_SUFFIX):
-            series = case.series or find_series(case.input.paths[0], case.input.series or None)
+            series = case.series  # a SEG is written only for a DICOM folder, whose series prepare() found
             labels, spacing = read_dicom_seg(case.output, series), series.geometry.spacing
         else:
             existing = read_image(case.output)
