@@ -91,11 +91,7 @@ class TrainingRecorder(SafeMLFlowHandler):
     def _start(self, engine: Engine) -> None:
         saved = saved_run(self.ckpt_dir) if self.resume else None
         if saved and saved.get("run_name") == self.run_name and saved.get("tracking_uri") == self.uri:
-            run = self.client.get_run(saved["run_id"])
-            if run.info.status != "RUNNING":
-                self.client.update_run(saved["run_id"], status="RUNNING")
-            self.cur_run = self.client.get_run(saved["run_id"])
-            logger.info("continuing MLflow run %s (%s)", self.run_name, saved["run_id"])
+            self._continue(saved["run_id"])
         MLFlowHandler.start(self, engine)  # MONAI's own, unguarded: its failures reach `guarded` above
         run_id = self.cur_run.info.run_id
         tags = [mlflow.entities.RunTag(k, str(v)[:5000]) for k, v in self.tags.items()]
@@ -106,6 +102,23 @@ class TrainingRecorder(SafeMLFlowHandler):
                                  self.tags["dataset.source"])
         if is_main_process():
             save_run(self.ckpt_dir, run_id, self.run_name or self.cur_run.info.run_name, self.uri)
+
+    def _continue(self, run_id: str) -> None:
+        """Make the saved run the current one, unless it was deleted or is gone (a reset store): then MONAI's
+        start opens a new run, rather than logging into a run the UI hides or turning tracking off."""
+        try:
+            run = self.client.get_run(run_id)
+        except mlflow.exceptions.MlflowException as exc:
+            logger.warning("the saved MLflow run %s cannot be continued (%s); starting a new run", run_id,
+                           str(exc).splitlines()[0])
+            return
+        if run.info.lifecycle_stage == "deleted":
+            logger.warning("the saved MLflow run %s was deleted; starting a new run", run_id)
+            return
+        if run.info.status != "RUNNING":
+            self.client.update_run(run_id, status="RUNNING")
+        self.cur_run = self.client.get_run(run_id)
+        logger.info("continuing MLflow run %s (%s)", self.run_name, run_id)
 
     def complete(self) -> None:
         if not is_main_process():
