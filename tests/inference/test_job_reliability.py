@@ -170,3 +170,26 @@ def test_skipped_and_failed_cases_are_recorded_in_full(tmp_path, mri_dataset, ex
     assert (failed.status, failed.input, failed.output, failed.seconds) == \
         ("failed", str(inputs / "bad_segment.nii.gz"), "", 0.0)
     assert failed.error.startswith(f"cannot read image '{inputs / 'bad_segment.nii.gz'}'"), failed.error
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_case_whose_write_fails_is_reported_as_that_case_and_the_job_goes_on(tmp_path, mri_dataset, exported,
+                                                                                monkeypatch, workers):
+    """With workers > 1 the write runs on the writer thread: its failure must still land on its own case."""
+    from pipeline.errors import ImageWriteError
+    from pipeline.inference import job
+
+    inputs = _inputs(tmp_path / "in", mri_dataset)
+    real_write = job.write_image
+
+    def refuse_case1(labels, geometry, path, **kwargs):
+        if "case1" in str(path):
+            raise ImageWriteError(path, "the write was refused")
+        return real_write(labels, geometry, path, **kwargs)
+
+    monkeypatch.setattr(job, "write_image", refuse_case1)
+    report = _run(exported["unetpp_mri_segmentation"], inputs, tmp_path / "out", workers=workers)
+    rows = {c.case: c for c in report.cases}
+    assert (rows["case0_0"].status, rows["case1_0"].status) == ("ok", "failed")
+    assert rows["case1_0"].input == str(inputs / "case1_0.nii.gz")
+    assert rows["case1_0"].error.endswith("the write was refused") and "case1_0_seg.nii.gz" in rows["case1_0"].error
