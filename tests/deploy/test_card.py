@@ -232,6 +232,8 @@ def test_a_bare_version_1_export_takes_the_documented_defaults(inference, dims):
     assert (card["modality"], card["channels"], card["bundle"], card["versions"]) == ("", [], {}, {})
     assert card["export"] == {"precision": "fp32", "device": "cpu"}
     assert card_from_dict({**old, "preprocessing": {"orientation": "RAS"}}, "v1.ts").preprocessing == ()
+    flat = {**old, "inference": {}, "network": {"spatial_dims": 2}}
+    assert card_from_dict(flat, "v1.ts").network.spatial_dims == 2, "the recorded dimensions win over the default"
 
 
 @pytest.mark.parametrize("spatial_dim, axes, expected", [(None, [0, 1, 2, "x"], (0, 1)), (1, [0, 1, 2], (0, 1)),
@@ -294,3 +296,10 @@ def test_the_export_section_is_written_only_where_there_is_one():
     assert "export" not in card.to_dict()
     exported = card.replace(export=card_from_dict({**GOOD, "export": {"precision": "fp16"}}, "m.ts").export)
     assert exported.to_dict()["export"] == {"precision": "fp16", "device": "cpu"}
+
+
+def test_an_older_card_without_a_migration_is_refused_naming_both_versions():
+    with pytest.raises(CardError) as info:
+        card_from_dict(_broken("card_version", CARD_VERSION - 1), "m.ts")
+    assert str(info.value) == (f"'m.ts': model card version {CARD_VERSION - 1} is older than this pipeline reads "
+                               f"({CARD_VERSION}) and has no migration: export the model again with `pipeline export`")

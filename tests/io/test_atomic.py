@@ -62,7 +62,8 @@ def test_files_get_the_mode_the_umask_allows_and_the_umask_is_left_as_it_was():
     old = os.umask(0o027)
     try:
         assert atomic._file_mode() == 0o640
-        assert os.umask(0o027) == 0o027, "the umask is put back"
+        assert os.umask(0o022) == 0o027, "the umask is put back"
+        assert atomic._file_mode() == 0o644, "never executable"
     finally:
         os.umask(old)
 

@@ -158,6 +158,14 @@ def test_channels_are_written_as_vectors_on_the_grid(tmp_path):
     assert np.array_equal(read_image(path).array, arr)
 
 
+def test_channels_of_a_2d_image_are_written_as_vectors_too(tmp_path):
+    """A 2D grid with channels is a 3D array, which SimpleITK would take as a 3D scalar image unless told."""
+    flat = Geometry((9, 7), (0.8, 0.8), (12.0, -3.0))
+    arr = np.random.default_rng(1).random((9, 7, 3)).astype(np.float32)
+    image = sitk.ReadImage(str(write_image(arr, flat, tmp_path / "rgb.nrrd")))
+    assert (image.GetDimension(), image.GetNumberOfComponentsPerPixel(), image.GetSize()) == (2, 3, (9, 7))
+
+
 def test_compression_follows_the_flag_where_the_format_has_one(tmp_path):
     arr = np.zeros(GEOM.shape, np.uint8)
     packed = write_image(arr, GEOM, tmp_path / "packed.nrrd")
@@ -241,7 +249,7 @@ def test_a_read_back_failure_is_its_last_line_or_its_type_naming_the_file(tmp_pa
             raise ValueError(message)
         return check
 
-    monkeypatch.setattr(writer, "check_complete", fails("ITK said:\n  the header is short"))
+    monkeypatch.setattr(writer, "check_complete", fails("ITK said:\n  while reading\n  the header is short"))
     with pytest.raises(ImageWriteError) as info:
         write_image(_array(), GEOM, tmp_path / "a.mha")
     assert str(info.value) == f"cannot write image '{tmp_path / 'a.mha'}': the file written is incomplete or damaged: the header is short"
