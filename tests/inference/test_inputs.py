@@ -99,11 +99,19 @@ def test_memory_is_checked_for_the_stored_voxels_and_their_float32_copy_per_case
     asked = []
     monkeypatch.setattr(inputs, "check_fits", lambda need, where, what: asked.append((need, where, what)))
     for at_once in (0, 1, 3):
-        check_input_memory(_case(path, tmp_path), at_once)
+        check_input_memory(_case(tmp_path, path), at_once)  # a DICOM folder is measured when read, not here
     voxels = 6 * 5 * 4
     assert [a[0] for a in asked] == [voxels * 6] * 2 + [voxels * 6 * 3], "int16 + float32 bytes per voxel"
     assert asked[-1][1] == str(path)
     assert asked[-1][2] == "reading 6x5x4 voxels (16-bit signed integer) and their float32 copy, 3 case(s) at once,"
+
+
+def test_every_channel_of_a_vector_image_is_counted(tmp_path, monkeypatch):
+    path = write_image(np.zeros((*GEOM.shape, 2), np.float32), GEOM, tmp_path / "two.nrrd")
+    asked = []
+    monkeypatch.setattr(inputs, "check_fits", lambda need, where, what: asked.append(need))
+    check_input_memory(_case(path), 1)
+    assert asked == [6 * 5 * 4 * 2 * (4 + 4)], "float32 stored and its float32 copy, for 2 channels"
 
 
 CARD = card_from_dict({"card_version": 3, "labels": {"0": "bg", "1": "a"}, "modality": "MRI",
@@ -120,6 +128,7 @@ def _volume(array, geometry=GEOM, modality=None):
 
 @pytest.mark.parametrize("array, geometry, rule", [
     (np.zeros((0, 5, 4)), Geometry((0, 5, 4), (1, 1, 1), (0, 0, 0)), "x.nii.gz': the image is empty (no voxels)"),
+    (np.zeros((1, 1, 0)), Geometry((1, 1, 0), (1, 1, 1), (0, 0, 0)), "the image is empty (no voxels)"),
     (np.zeros((6, 5)), Geometry((6, 5), (1, 1), (0, 0)),
      "wrong dimensionality: the model segments 3D images, got a 2D image of size (6, 5)"),
     (np.zeros((*GEOM.shape, 2)), GEOM, "the model needs 1 channel(s), the image has 2"),
@@ -154,3 +163,10 @@ def test_a_series_of_another_modality_gets_a_warning(series, card_modality, warn
     warnings = check_image(_volume(ramp, modality=series), "x", CARD.replace(modality=card_modality))
     assert warnings == ([(f"the model was trained on {card_modality} images, this series is {series}: its labels "
                          "may mean nothing")] if warned else [])
+
+
+def test_a_single_voxel_is_not_empty_but_warned_about():
+    one = Geometry((1, 1, 1), (1, 1, 1), (0, 0, 0))
+    warnings = check_image(_volume(np.ones((1, 1, 1)), one), "x", CARD)
+    assert [w.split(":")[0] for w in warnings] == ["the image is constant (every voxel 1)",
+                                                   "the image is only 1 voxel(s) along axis 0 (shape (1, 1, 1))"]
