@@ -178,23 +178,23 @@ def overrides(pairs: list[str]) -> dict:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``export``: a checkpoint to TorchScript or ONNX with its model card, parity-checked."""
-    from pipeline.export import export_bundle, export_checkpoint, export_format
+    from pipeline.export import export_bundle, export_checkpoint
     from pipeline.export.common import RUNTIMES
 
     if args.bundle is None and (args.set or args.config != ["train"]):
         raise PipelineError("--config and --set need --bundle (the bundle whose configs they change)")
-    fmt = export_format(args.out, args.format)
-    if args.bundle is None:
+    if args.bundle is None:  # --format None: the suffix of --out decides
         result = export_checkpoint(args.checkpoint, args.out, level=args.level, device=args.device, half=args.half,
-                                   fmt=fmt)
+                                   fmt=args.format)
     else:
         result = export_bundle(bundle_dir(args.bundle), args.checkpoint, args.out, level=args.level,
                                device=args.device, half=args.half, configs=args.config, overrides=overrides(args.set),
-                               fmt=fmt)
+                               fmt=args.format)
     card = result.card
     print(f"wrote {result.path} ({card.bundle.get('name', '')} {card.bundle.get('version', '')}, level {card.level}, "
           f"{card.export.precision if card.export else 'fp32'}, labels {list(card.labels.values())})")
-    print(f"parity: max |{RUNTIMES[fmt]} - eager| = {result.max_abs_diff:.3g} on a {result.input_shape} input")
+    runtime = RUNTIMES[card.export.format if card.export else "torchscript"]
+    print(f"parity: max |{runtime} - eager| = {result.max_abs_diff:.3g} on a {result.input_shape} input")
     return 0
 
 

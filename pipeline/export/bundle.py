@@ -197,8 +197,8 @@ def export_bundle(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike, 
             configs or overrides whose objects cannot be built (the config id, its arguments and the reason), or any
             error of the export.
     """
-    export_format(out, fmt)
     check_destination(out)
+    export_format(out, fmt)
     root = Path(bundle_dir)
     changed, network = bundle_card(_parser(root, configs, overrides))
     existing = find_card(checkpoint)

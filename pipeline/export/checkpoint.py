@@ -113,8 +113,8 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, lev
         PipelineError: an unknown suffix or format and a destination that cannot be written (both checked first), no
             card beside the checkpoint (one line saying what to pass instead), or any error of :func:`export_model`.
     """
-    export_format(out, fmt)
     check_destination(out)
+    export_format(out, fmt)
     path = Path(checkpoint)
     if not path.is_file():
         raise PipelineError(f"checkpoint '{path}' does not exist")
