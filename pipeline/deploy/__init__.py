@@ -5,8 +5,9 @@ off the training's objects (:mod:`~pipeline.deploy.describe`), the preprocessing
 (:mod:`~pipeline.deploy.steps`, with the intensity schemes and the foreground test it shares with training), the
 deployment level (:mod:`~pipeline.deploy.levels`), the model files (:mod:`~pipeline.deploy.files`), an exported model
 of either format loaded as a torch module (:mod:`~pipeline.deploy.runtime`: TorchScript, or ONNX through ONNX Runtime)
-and the choice of device and precision (:mod:`~pipeline.deploy.device`). Training, export, inference and tracking import it; it imports
-none of them (``make lint`` checks the layering with import-linter: ``[tool.importlinter]`` in pyproject.toml).
+and the choice of device and precision (:mod:`~pipeline.deploy.device`). Training, export, inference and tracking
+import it; it imports none of them (``make lint`` checks the layering with import-linter: ``[tool.importlinter]`` in
+pyproject.toml).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from pathlib import Path
@@ -75,16 +76,23 @@ def _dynamic(x: torch.Tensor, steps: list[int]) -> tuple[torch.Tensor, tuple[dic
     return x.repeat(*repeats), (shapes,)
 
 
+def _check_packages() -> None:
+    """Refuse, before any work, an export whose packages are missing: onnx (the checker), onnxscript (torch's
+    exporter imports it, and fails deep inside without it) and onnxruntime (the parity check)."""
+    for name in ("onnx", "onnxscript", "onnxruntime"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise PipelineError(f"ONNX export needs onnx, onnxscript and onnxruntime ({name} is missing): "
+                                f"{ONNX_EXPORT_INSTALL}") from None
+
+
 def _export_proto(net: torch.nn.Module, x: torch.Tensor, steps: list[int], card_json: str) -> Any:
     """The ONNX ModelProto of ``net`` with dynamic axes and the card in its ``metadata_props``."""
     example, shapes = _dynamic(x, steps)
     try:
-        import onnxscript  # noqa: F401 - torch's exporter imports it; missing, it fails deep inside
         program = torch.onnx.export(net, (example,), dynamo=True, input_names=["image"], output_names=["logits"],
                                     dynamic_shapes=shapes, opset_version=OPSET, external_data=False, verbose=False)
-    except ImportError as exc:
-        raise PipelineError(f"ONNX export needs onnx and onnxscript ({exc.name or exc} is missing): "
-                            f"{ONNX_EXPORT_INSTALL}") from None
     except Exception as exc:  # whatever the tracer or a converter raised: the network cannot be written as ONNX
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ExportError(f"the network cannot be exported to ONNX: {reason[:300]}: export TorchScript (.ts) "
@@ -126,12 +134,17 @@ def export_onnx(network: torch.nn.Module, out: str | os.PathLike, card: ModelCar
         tolerance: largest accepted |ONNX Runtime - eager|. Defaults to 1e-4.
 
     Raises:
-        PipelineError: a destination that cannot be written, ``half``, a window size the graph cannot take, or the
-            export's packages missing (one line naming what to install).
+        PipelineError: a destination that cannot be written, the export's packages missing (one line naming what to
+            install), ``half``, or a window size the graph cannot take; all before the export runs.
         ExportError: the exporter refused the network, the file failed ``onnx.checker``, or its output differs from
             the eager model's beyond ``tolerance``.
+
+    Example:
+        >>> export_onnx(UNetPlusPlus(3, 1, 3), "m.onnx", card, level=2).card.export.format      # doctest: +SKIP
+        'onnx'
     """
     check_destination(out)
+    _check_packages()
     if half:
         raise PipelineError("an ONNX export is fp32 (--half makes an fp16 TorchScript export for CUDA): drop --half, "
                             "or export to a .ts file")
