@@ -127,8 +127,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bundle", default=None, help="bundle folder or name under bundles/: for a checkpoint without a "
                    "model card, or with --config/--set to override the card's settings")
     p.add_argument("--level", type=int_at_least(1), default=None, help="UNet++ inference level (default: the card's)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--half", action="store_true", help="fp16 weights (needs --device cuda)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (an ONNX export traces and checks on the CPU)")
+    p.add_argument("--half", action="store_true", help="fp16 weights (needs --device cuda; TorchScript only)")
     p.add_argument("--config", nargs="+", default=["train"], help="with --bundle: configs combined, by name or path "
                    "(e.g. train train_2d, or train plans/plan.json)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
