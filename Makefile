@@ -38,8 +38,9 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 	$(if $(TORCH_INDEX),$(PIP) install --quiet torch==$(TORCH_VERSION) --index-url $(TORCH_INDEX))
-	$(PIP) install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -c "import torch, monai, SimpleITK, itk, nibabel, mlflow, ignite; print('installed: torch', torch.__version__, '| monai', monai.__version__)"
+	@# the onnx extra too: the tests export and segment ONNX models (the constraints keep the CPU torch pin)
+	$(PIP) install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[dev,onnx]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import torch, monai, SimpleITK, itk, nibabel, mlflow, ignite, onnxruntime, onnxscript; print('installed: torch', torch.__version__, '| monai', monai.__version__, '| onnxruntime', onnxruntime.__version__)"
 	touch $(STAMP)
 
 demo: install

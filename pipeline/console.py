@@ -54,6 +54,9 @@ NOISE_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
     # MLflow, about how this package logs its model (the signature is given explicitly)
     (_ANSI + r"Add type hints to the `predict` method", UserWarning, r"mlflow\."),
     (_ANSI + r"An input example was not provided when logging the model", UserWarning, r"mlflow\."),
+    # torch's ONNX exporter deep-copies a pytree class that torch itself deprecated (so the warning is attributed to
+    # copyreg): nothing a user can change
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning, r"copyreg$"),
 )
 #: ``(message regex, file regex)`` of warnings that a library shows even where a filter ignores them (MLflow
 #: checks a model class inside ``catch_warnings()`` with ``simplefilter("once")``): dropped when shown
@@ -66,6 +69,8 @@ NOISE_LOGS: dict[str, tuple[str, ...]] = {
     "monai.data.nvimgcodec_pydicom_plugin": ("nvImageCodec is not available; skipping pydicom decoder plugin",),
     # the model class is this package's own code, pickled by MLflow as every python_model object is
     "mlflow.pyfunc": ("Passing a Python object as `python_model` causes it to be serialized using CloudPickle",),
+    # torch's ONNX exporter, for the torchvision operators it would register: a UNet++ uses none of them
+    "torch.onnx._internal.exporter._registration": ("torchvision is not installed",),
 }
 
 
@@ -261,3 +266,5 @@ def quiet_third_party() -> None:
             target.addFilter(_DropMessages(starts))
     logging.getLogger("pydicom").setLevel(logging.ERROR)  # odd encodings it reads anyway
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # attributes copied into a SEG
+    for name in ("onnxscript", "onnx_ir"):  # the ONNX exporter's graph passes, step by step (nodes removed...)
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -177,20 +177,24 @@ def overrides(pairs: list[str]) -> dict:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """``export``: a checkpoint to TorchScript with its model card, parity-checked."""
+    """``export``: a checkpoint to TorchScript or ONNX with its model card, parity-checked."""
     from pipeline.export import export_bundle, export_checkpoint
+    from pipeline.export.common import RUNTIMES
 
     if args.bundle is None and (args.set or args.config != ["train"]):
         raise PipelineError("--config and --set need --bundle (the bundle whose configs they change)")
-    if args.bundle is None:
-        result = export_checkpoint(args.checkpoint, args.out, level=args.level, device=args.device, half=args.half)
+    if args.bundle is None:  # --format None: the suffix of --out decides
+        result = export_checkpoint(args.checkpoint, args.out, level=args.level, device=args.device, half=args.half,
+                                   fmt=args.format)
     else:
         result = export_bundle(bundle_dir(args.bundle), args.checkpoint, args.out, level=args.level,
-                               device=args.device, half=args.half, configs=args.config, overrides=overrides(args.set))
+                               device=args.device, half=args.half, configs=args.config, overrides=overrides(args.set),
+                               fmt=args.format)
     card = result.card
     print(f"wrote {result.path} ({card.bundle.get('name', '')} {card.bundle.get('version', '')}, level {card.level}, "
           f"{card.export.precision if card.export else 'fp32'}, labels {list(card.labels.values())})")
-    print(f"parity: max |TorchScript - eager| = {result.max_abs_diff:.3g} on a {result.input_shape} input")
+    runtime = RUNTIMES[card.export.format if card.export else "torchscript"]
+    print(f"parity: max |{runtime} - eager| = {result.max_abs_diff:.3g} on a {result.input_shape} input")
     return 0
 
 

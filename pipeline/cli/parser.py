@@ -112,18 +112,23 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = _command(sub, "export", "export a trained checkpoint to TorchScript (model card embedded, parity-checked)",
-                 "The model card beside the checkpoint says how it was trained; the TorchScript file carries it,\n"
-                 "so `segment` needs nothing else.",
+    p = _command(sub, "export", "export a trained checkpoint to TorchScript or ONNX (model card embedded, "
+                 "parity-checked)",
+                 "The model card beside the checkpoint says how it was trained; the exported file carries it,\n"
+                 "so `segment` needs nothing else. The suffix of --out chooses the format: .ts TorchScript (the\n"
+                 "level stays switchable), .onnx ONNX (one level, fp32, run by ONNX Runtime; pip install\n"
+                 "'unetpp-pipeline[onnx]').",
                  "python -m pipeline export --checkpoint runs/ct/models/model.pt --out ct.ts")
     p.add_argument("--checkpoint", required=True, help="models/model.pt (best) or models/checkpoint_latest.pt; the "
                    "model card beside it (models/model_card.json) says how it was trained")
-    p.add_argument("--out", required=True, help="TorchScript file to write (e.g. model.ts)")
+    p.add_argument("--out", required=True, help="file to write: model.ts (TorchScript) or model.onnx (ONNX)")
+    p.add_argument("--format", choices=("torchscript", "onnx"), default=None,
+                   help="the export format (default: the suffix of --out decides; given, it must agree with it)")
     p.add_argument("--bundle", default=None, help="bundle folder or name under bundles/: for a checkpoint without a "
                    "model card, or with --config/--set to override the card's settings")
     p.add_argument("--level", type=int_at_least(1), default=None, help="UNet++ inference level (default: the card's)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--half", action="store_true", help="fp16 weights (needs --device cuda)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (an ONNX export traces and checks on the CPU)")
+    p.add_argument("--half", action="store_true", help="fp16 weights (needs --device cuda; TorchScript only)")
     p.add_argument("--config", nargs="+", default=["train"], help="with --bundle: configs combined, by name or path "
                    "(e.g. train train_2d, or train plans/plan.json)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -137,15 +142,18 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
                  "maps and report.json/report.csv. Exit status 1 when a case failed (the others are done).",
                  "python -m pipeline segment --model ct.ts --input data/ct_new/imagesTr --output labels_ct/",
                  progress=True)
-    p.add_argument("--model", required=True, action=Once, help="TorchScript file from `pipeline export`")
+    p.add_argument("--model", required=True, action=Once, help="TorchScript (.ts) or ONNX (.onnx) file from "
+                   "`pipeline export`")
     p.add_argument("--input", required=True, action=Once,
                    help="image file, DICOM folder, folder (recursive) or CSV list (once: gather inputs in a CSV)")
     p.add_argument("--output", required=True, action=Once, help="output folder (label maps, report.json, report.csv)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--level", type=int_at_least(1), default=None, help="UNet++ level (default: the exported one)")
+    p.add_argument("--level", type=int_at_least(1), default=None, help="UNet++ level (default: the exported one; "
+                   "an ONNX model holds that one only)")
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",  # Predictor's
-                   help="auto: fp16 autocast on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else fp32")
+                   help="auto: fp16 autocast on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else fp32; "
+                   "an ONNX model runs fp32 (auto or fp32 only)")
     p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap in [0, 1) (default: the "
                    "model card's)")
     p.add_argument("--sw-batch-size", type=int_at_least(1), default=None,

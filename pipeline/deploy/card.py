@@ -128,11 +128,14 @@ class ExportRecord:
 
     Args:
         precision: weights of the file, ``fp32`` or ``fp16``.
-        device: where it was scripted and checked.
+        device: where it was scripted (or traced) and checked.
+        format: the file's format, ``torchscript`` (``.ts``) or ``onnx`` (``.onnx``). Defaults to ``"torchscript"``
+            (what every export before ONNX wrote).
     """
 
     precision: str = "fp32"
     device: str = "cpu"
+    format: str = "torchscript"
 
 
 @dataclass(frozen=True)
@@ -307,7 +310,7 @@ def card_from_dict(data: Any, src: str | os.PathLike) -> ModelCard:
         training=TrainingRecord(**{k: v for k, v in train.items()
                                    if k in {f.name for f in dataclasses.fields(TrainingRecord)}}),
         bundle=dict(d.get("bundle") or {}), versions=dict(d.get("versions") or {}),
-        export=ExportRecord(**{k: str(v) for k, v in export.items() if k in ("precision", "device")})
+        export=ExportRecord(**{k: str(v) for k, v in export.items() if k in ("precision", "device", "format")})
         if isinstance(export, Mapping) else None)
 
 

@@ -27,8 +27,8 @@ from pipeline.errors import PipelineError
 from pipeline.io.atomic import write_text_atomic
 from pipeline.io.checkpoint import load_checkpoint
 
-__all__ = ["EMBEDDED_CARD", "card_path", "file_sha256", "find_card", "load_network_weights", "load_torchscript",
-           "read_card", "write_card"]
+__all__ = ["EMBEDDED_CARD", "card_path", "check_model_file", "file_sha256", "find_card", "load_network_weights",
+           "load_torchscript", "read_card", "write_card"]
 
 logger = logging.getLogger(__name__)
 
@@ -145,11 +145,24 @@ def _saved_by_torch_save(path: Path) -> bool:
     return head == b"\x80\x02\x8a"  # a pickled long: torch.save's magic number comes first
 
 
-def _model_file(src: Path) -> None:
-    """Refuse what is not an exported model file, in one line that says what it is instead."""
+def check_model_file(src: Path, kind: str = "TorchScript", suffix: str = ".ts") -> None:
+    """Refuse what is not an exported model file, in one line that says what it is instead.
+
+    Args:
+        src: the ``--model`` given.
+        kind: the format expected, as named in the message. Defaults to ``"TorchScript"``.
+        suffix: that format's file ending. Defaults to ``".ts"``.
+
+    Raises:
+        PipelineError: a folder, nothing, a device, socket or pipe, or a PyTorch checkpoint.
+
+    Example:
+        >>> check_model_file(Path("runs"))                                           # doctest: +SKIP
+        PipelineError: model file 'runs' must be a TorchScript file, got a folder (give the .ts file that ...)
+    """
     if src.is_dir():
-        raise PipelineError(f"model file '{src}' must be a TorchScript file, got a folder (give the .ts file that "
-                            "`python -m pipeline export` wrote)")
+        raise PipelineError(f"model file '{src}' must be a{'n' if kind[0] in 'AEIOU' else ''} {kind} file, got a "
+                            f"folder (give the {suffix} file that `python -m pipeline export` wrote)")
     if not src.exists():
         raise PipelineError(f"model file '{src}' does not exist")
     if not src.is_file():
@@ -174,7 +187,7 @@ def load_torchscript(path: str | os.PathLike, device: str | torch.device = "cpu"
         CardError: the embedded card breaks a rule or is newer than this pipeline.
     """
     src = Path(path)
-    _model_file(src)
+    check_model_file(src)
     extra = {EMBEDDED_CARD: "", _LEGACY_EMBEDDED: ""}
     try:
         module = torch.jit.load(str(src), map_location=resolve_device(device), _extra_files=extra)

@@ -18,7 +18,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["check_card_dict", "fail"]
+__all__ = ["EXPORT_FORMATS", "check_card_dict", "fail"]
+
+#: The formats an exported file may have (the card's ``export.format``).
+EXPORT_FORMATS = ("torchscript", "onnx")
 
 
 def fail(src: str | os.PathLike, rule: str, value: Any) -> str:
@@ -105,6 +108,9 @@ def _check_records(card: Mapping, src: str | os.PathLike) -> None:
     for key in ("dataset", "folds", "validation", "level_choice"):
         if not isinstance(training.get(key, {}), Mapping):
             raise ValueError(fail(src, f"'training.{key}' must be an object", training[key]))
+    fmt = (card.get("export") or {}).get("format", "torchscript")
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(fail(src, f"'export.format' must be one of {', '.join(EXPORT_FORMATS)}", fmt))
     channels = card.get("channels") or []
     inputs = (card.get("network") or {}).get("in_channels")
     if not isinstance(channels, list) or (channels and inputs is not None and len(channels) != int(inputs)):

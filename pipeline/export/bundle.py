@@ -28,8 +28,8 @@ from pipeline.deploy.describe import describe_model, describe_network
 from pipeline.deploy.files import find_card
 from pipeline.errors import PipelineError
 from pipeline.export.checkpoint import export_model
+from pipeline.export.common import ExportResult, check_destination, export_format
 from pipeline.export.network import build_network
-from pipeline.export.torchscript import ExportResult, check_destination
 
 __all__ = ["bundle_card", "export_bundle", "override_card"]
 
@@ -175,13 +175,14 @@ def override_card(card: ModelCard, base: ModelCard, changed: ModelCard) -> Model
 
 def export_bundle(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike,
                   level: int | None = None, device: str = "cpu", half: bool = False,
-                  configs: Sequence[str] = ("train",), overrides: Mapping | None = None) -> ExportResult:
+                  configs: Sequence[str] = ("train",), overrides: Mapping | None = None,
+                  fmt: str | None = None) -> ExportResult:
     """Export a checkpoint with a bundle's configs (see the module docstring).
 
     Args:
         bundle_dir: the bundle folder (holding ``configs/``).
         checkpoint: weights (``models/model.pt`` or ``models/checkpoint_latest.pt``).
-        out: destination ``.ts`` file.
+        out: destination file: ``.ts`` (TorchScript) or ``.onnx`` (ONNX).
         level: inference level; None takes the card's (``deploy_level`` resolved for this checkpoint).
             Defaults to None.
         device: ``cpu`` or ``cuda[:N]``. Defaults to ``"cpu"``.
@@ -189,12 +190,15 @@ def export_bundle(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike, 
         configs: config files combined, e.g. ``("train", "train_2d")``: names of the bundle's configs, or paths
             of other JSON files such as a plan (``("train", "plans/hippo.json")``). Defaults to ``("train",)``.
         overrides: config id -> value, as on the ``monai.bundle`` command line. Defaults to None.
+        fmt: ``torchscript``, ``onnx`` or None (the suffix of ``out`` decides). Defaults to None.
 
     Raises:
-        PipelineError: a destination that cannot be written (checked first), configs or overrides whose objects
-            cannot be built (the config id, its arguments and the reason), or any error of the export.
+        PipelineError: an unknown suffix or format and a destination that cannot be written (both checked first),
+            configs or overrides whose objects cannot be built (the config id, its arguments and the reason), or any
+            error of the export.
     """
     check_destination(out)
+    export_format(out, fmt)
     root = Path(bundle_dir)
     changed, network = bundle_card(_parser(root, configs, overrides))
     existing = find_card(checkpoint)
@@ -210,4 +214,4 @@ def export_bundle(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike, 
         if card.network.target:
             network = build_network(card.network)
             card = card.replace(network=describe_network(network, len(card.labels)))
-    return export_model(network, card, checkpoint, out, level=level, device=device, half=half)
+    return export_model(network, card, checkpoint, out, level=level, device=device, half=half, fmt=fmt)

@@ -1,7 +1,8 @@
 """Batch segmentation: every image under a path, through an exported model, to label maps on each input's grid.
 
-The job needs only the ``.ts`` file: preprocessing, ROI, overlap, labels and the number of input channels come
-from its embedded model card. A multi-channel model takes each case as a 4D file, as nnU-Net channel files
+The job needs only the exported file (``.ts`` TorchScript, or ``.onnx`` run by ONNX Runtime:
+:func:`pipeline.deploy.runtime.load_model`): preprocessing, ROI, overlap, labels and the number of input channels
+come from its embedded model card. A multi-channel model takes each case as a 4D file, as nnU-Net channel files
 (``CASE_0000``, ``CASE_0001``...) or as a CSV row (``image_0``, ``image_1``...); see
 :func:`pipeline.data.find_cases`. It loses nothing:
 
@@ -47,7 +48,8 @@ import torch
 from pipeline.console import progress as console_progress
 from pipeline.data.discover import Discovery, InputCase, discover
 from pipeline.deploy.card import ModelCard
-from pipeline.deploy.files import file_sha256, load_torchscript
+from pipeline.deploy.files import file_sha256
+from pipeline.deploy.runtime import load_model, runtime_settings
 from pipeline.errors import DiskFullError, ImageReadError, PipelineError
 from pipeline.inference.cases import (
     case_key,
@@ -266,17 +268,19 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
     """Segment every image under ``input_path`` with the exported ``model``; see the module docstring.
 
     Args:
-        model: TorchScript file written by ``python -m pipeline export``.
+        model: TorchScript (``.ts``) or ONNX (``.onnx``) file written by ``python -m pipeline export``.
         input_path: image file, DICOM series folder, folder searched recursively, or CSV with an ``image`` column
             (``image_0``, ``image_1``... for a multi-channel model).
         output_dir: folder for label maps and ``report.json``/``report.csv``.
         device: ``auto``, ``cpu`` or ``cuda[:N]``. Defaults to ``"auto"`` (``cuda:LOCAL_RANK`` under torchrun).
-        level: UNet++ inference level; None keeps the exported one. Defaults to None.
+        level: UNet++ inference level; None keeps the exported one (the only one an ONNX model holds). Defaults to
+            None.
         tta: mirroring test-time augmentation. Defaults to False.
         overlap: sliding-window overlap; None keeps the exported one. Defaults to None.
         sw_batch_size: windows per forward pass; None keeps the model card's. Defaults to None.
         workers: threads reading/preprocessing ahead (and one writing behind when > 1). Defaults to 2.
-        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``; see :class:`Predictor`. Defaults to ``"auto"``.
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``; see :class:`Predictor` (an ONNX model runs fp32:
+            ``auto`` or ``fp32``). Defaults to ``"auto"``.
         shard: ``(i, n)``; None uses RANK/WORLD_SIZE when set, else ``(0, 1)``. Defaults to None.
         overwrite: redo every case whose output exists, whoever wrote it. Defaults to False.
         progress: show progress (a bar on a terminal, log lines elsewhere). Defaults to True.
@@ -296,7 +300,8 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
     shard = shard or shard_from_env() or (0, 1)
     if device == "auto" and torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"
-    module, card = load_torchscript(model, device="cpu")
+    module, card = load_model(model, device="cpu")
+    device, precision = runtime_settings(module, device, precision)
     try:
         predictor = Predictor(module, card, device=device, level=level, overlap=overlap,
                               sw_batch_size=sw_batch_size, tta=tta, precision=precision)
@@ -330,7 +335,8 @@ def _settings(job: _Job) -> dict:
     return {"device": str(predictor.device), "level": predictor.level, "overlap": predictor.overlap,
             "precision": predictor.precision, "provenance": provenance.line, "model_sha256": provenance.model_sha256,
             "sw_batch_size": predictor.sw_batch_size, "output_format": job.output_format,
-            "model": {"bundle": dict(card.bundle), "modality": card.modality, "channels": list(card.channels),
+            "model": {"bundle": dict(card.bundle), "format": card.export.format if card.export else "torchscript",
+                      "modality": card.modality, "channels": list(card.channels),
                       "mirror_axes": card.inference.mirror_axes, "validation": dict(card.training.validation)}}
 
 

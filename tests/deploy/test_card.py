@@ -172,7 +172,11 @@ def test_records_and_channels_are_checked_and_unknown_export_keys_ignored():
     with pytest.raises(CardError, match="'channels' must name each of the 1 input channel"):
         card_from_dict(_broken("channels", ["T1", "T2"]), "m.ts")
     card = card_from_dict({**copy.deepcopy(GOOD), "export": {"precision": "fp16", "device": "cuda", "by": "x"}}, "m")
-    assert card.export.precision == "fp16" and card.export.device == "cuda"
+    assert card.export.precision == "fp16" and card.export.device == "cuda" and card.export.format == "torchscript"
+    assert card_from_dict({**copy.deepcopy(GOOD), "export": {"format": "onnx"}}, "m").export.format == "onnx"
+    with pytest.raises(CardError, match=r"^'m.onnx': model card: 'export.format' must be one of torchscript, onnx, "
+                                        r'got "tflite"$'):
+        card_from_dict({**copy.deepcopy(GOOD), "export": {"format": "tflite"}}, "m.onnx")
 
 
 def test_monai_ckpt_export_metadata_is_not_a_card():
@@ -218,7 +222,7 @@ def test_a_version_2_export_migrates_to_exactly_this_card():
         "training": {"precision": "", "dataset": {}, "folds": {}, "validation": {"val_mean_dice": 0.87},
                      "level_choice": {}, "checkpoint_sha256": ""},
         "bundle": {"name": "mri", "version": "0.2.0"}, "versions": {"monai": "1.5.1"},
-        "export": {"precision": "fp16", "device": "cuda"}}
+        "export": {"precision": "fp16", "device": "cuda", "format": "torchscript"}}
 
 
 @pytest.mark.parametrize("inference, dims", [({"roi_size": [32, 48]}, 2), ({}, 3)])
@@ -230,7 +234,7 @@ def test_a_bare_version_1_export_takes_the_documented_defaults(inference, dims):
                                "depth": None}
     assert card["preprocessing"] == [{"kind": "orient", "axcodes": "RAS"}], "a list of steps is taken as it is"
     assert (card["modality"], card["channels"], card["bundle"], card["versions"]) == ("", [], {}, {})
-    assert card["export"] == {"precision": "fp32", "device": "cpu"}
+    assert card["export"] == {"precision": "fp32", "device": "cpu", "format": "torchscript"}, "exports before ONNX"
     assert card_from_dict({**old, "preprocessing": {"orientation": "RAS"}}, "v1.ts").preprocessing == ()
     flat = {**old, "inference": {}, "network": {"spatial_dims": 2}}
     assert card_from_dict(flat, "v1.ts").network.spatial_dims == 2, "the recorded dimensions win over the default"
@@ -295,7 +299,7 @@ def test_the_export_section_is_written_only_where_there_is_one():
     card = card_from_dict(copy.deepcopy(GOOD), "m.ts")
     assert "export" not in card.to_dict()
     exported = card.replace(export=card_from_dict({**GOOD, "export": {"precision": "fp16"}}, "m.ts").export)
-    assert exported.to_dict()["export"] == {"precision": "fp16", "device": "cpu"}
+    assert exported.to_dict()["export"] == {"precision": "fp16", "device": "cpu", "format": "torchscript"}
 
 
 def test_an_older_card_without_a_migration_is_refused_naming_both_versions():

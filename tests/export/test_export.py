@@ -20,7 +20,7 @@ from pipeline.errors import PipelineError
 from pipeline.export import ExportError, export_bundle, export_checkpoint, export_torchscript
 from pipeline.networks import UNetPlusPlus
 
-from .conftest import REPO, TINY
+from .conftest import REPO, TINY, trained_checkpoint
 
 SMALL = (4, 4, 8, 8, 16, 4)
 CARD = card_from_dict({"card_version": 3, "labels": {"0": "bg", "1": "a", "2": "b"},
@@ -61,30 +61,10 @@ def test_parity_failure_writes_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def _trained(tmp_path, tiny_parser, bundle="unetpp_mri_segmentation", overrides=TINY, seed=0):
-    """A checkpoint with its card, as a training leaves them: models/model.pt and models/model_card.json."""
-    from pipeline.export import bundle_card
-
-    parser = tiny_parser(bundle)
-    for key, value in overrides.items():
-        parser[key] = value
-    card, net = bundle_card(parser)
-    torch.manual_seed(seed)
-    models = tmp_path / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    torch.save(net.state_dict(), models / "model.pt")
-    write_card(card.replace(training={"checkpoint_sha256": file_sha256(models / "model.pt"),
-                                      "validation": {"val_mean_dice": 0.5},
-                                      "dataset": {"source": "/data/site/Task04", "num_cases": 3,
-                                                  "train": ["patient_1", "patient_2"], "val": ["patient_3"]}}),
-               card_path(models / "model.pt"))
-    return models / "model.pt"
-
-
 def test_export_from_the_checkpoint_alone_after_overrides(tmp_path, tiny_parser):
     """The card beside the checkpoint says which network and preprocessing: no --bundle, no --set."""
     demo = {"patch_size": [48, 48, 32], "features": [16, 16, 32, 64, 128, 16], "sw_overlap": 0.25}
-    model = _trained(tmp_path, tiny_parser, "unetpp_ct_segmentation", demo)
+    model = trained_checkpoint(tmp_path, tiny_parser, "unetpp_ct_segmentation", demo)
     result = export_checkpoint(model, tmp_path / "ct.ts")
     assert result.max_abs_diff < 1e-4 and result.card.inference.overlap == 0.25
     assert list(result.card.inference.roi_size) == [48, 48, 32] and result.card.network.args["features"] == \
@@ -97,13 +77,13 @@ def test_export_from_the_checkpoint_alone_after_overrides(tmp_path, tiny_parser)
 
 
 def test_the_same_checkpoint_gives_the_same_bytes(tmp_path, tiny_parser):
-    model = _trained(tmp_path, tiny_parser)
+    model = trained_checkpoint(tmp_path, tiny_parser)
     a, b = export_checkpoint(model, tmp_path / "a.ts"), export_checkpoint(model, tmp_path / "b.ts")
     assert file_sha256(a.path) == file_sha256(b.path)
 
 
 def test_export_takes_the_level_chosen_for_that_checkpoint(tmp_path, tiny_parser):
-    model = _trained(tmp_path, tiny_parser)
+    model = trained_checkpoint(tmp_path, tiny_parser)
     card = read_card(card_path(model))
     write_card(card.replace(inference={"level": 3}, training={"level_choice": {"rule": "auto"}}), card_path(model))
     assert export_checkpoint(model, tmp_path / "l3.ts").card.level == 3
@@ -133,7 +113,7 @@ def test_without_a_card_the_bundle_is_needed(tmp_path, tiny_checkpoints):
 
 
 def test_bundle_and_set_override_only_what_they_change(tmp_path, tiny_parser):
-    model = _trained(tmp_path, tiny_parser, overrides={**TINY, "sw_overlap": 0.25})
+    model = trained_checkpoint(tmp_path, tiny_parser, overrides={**TINY, "sw_overlap": 0.25})
     bundle = REPO / "bundles/unetpp_mri_segmentation"
     plain = export_bundle(bundle, model, tmp_path / "plain.ts")
     assert plain.card == export_checkpoint(model, tmp_path / "alone.ts").card, "--bundle alone changes nothing"
@@ -147,7 +127,7 @@ def test_overrides_merge_into_the_card_parameter_by_parameter(tmp_path, tiny_par
     trained_with = {**TINY, "target_spacing": [0.7, 0.7, 2.8], "crop_margin": 4,
                     "normalization": {"scheme": "window", "a_min": -100, "a_max": 200, "b_min": 0.0, "b_max": 1.0,
                                       "clip": True}}
-    model = _trained(tmp_path, tiny_parser, "unetpp_ct_segmentation", trained_with)
+    model = trained_checkpoint(tmp_path, tiny_parser, "unetpp_ct_segmentation", trained_with)
     card = read_card(card_path(model))
     bundle = REPO / "bundles/unetpp_ct_segmentation"
     result = export_bundle(bundle, model, tmp_path / "m.ts", overrides={"crop_margin": 2, "sw_overlap": 0.3})
@@ -257,7 +237,7 @@ def test_cli_export_refuses_a_destination_it_cannot_write_before_exporting(kind,
     from pipeline.cli import main
     from pipeline.export import checkpoint
 
-    model = _trained(tmp_path, tiny_parser)
+    model = trained_checkpoint(tmp_path, tiny_parser)
     if kind == "folder":
         out = tmp_path / "exports"
         out.mkdir()

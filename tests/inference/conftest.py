@@ -41,6 +41,23 @@ def exported(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def exported_onnx(tmp_path_factory, exported) -> Path:
+    """The tiny MRI model of :func:`exported` (the same weights and overrides) exported to ONNX; skips where the
+    onnx extra is absent."""
+    for name in ("onnx", "onnxruntime", "onnxscript"):
+        pytest.importorskip(name, reason=f"ONNX export needs {name}: pip install -e '.[onnx]'")
+    from pipeline.export import export_bundle
+
+    bundle = "unetpp_mri_segmentation"
+
+    def build(root: Path) -> Path:
+        return export_bundle(REPO / "bundles" / bundle, exported[bundle].with_suffix(".pt"), root / f"{bundle}.onnx",
+                             overrides=OVERRIDES[bundle]).path
+
+    return built_once(tmp_path_factory, "exported_onnx", build)
+
+
+@pytest.fixture(scope="session")
 def two_channel(tmp_path_factory) -> dict[str, Path]:
     """A tiny random 2-channel MRI model (exported) and the same cases as 4D files, nnU-Net files and a CSV."""
     return built_once(tmp_path_factory, "two_channel", _two_channel)
