@@ -193,3 +193,27 @@ def test_a_case_whose_write_fails_is_reported_as_that_case_and_the_job_goes_on(t
     assert (rows["case0_0"].status, rows["case1_0"].status) == ("ok", "failed")
     assert rows["case1_0"].input == str(inputs / "case1_0.nii.gz")
     assert rows["case1_0"].error.endswith("the write was refused") and "case1_0_seg.nii.gz" in rows["case1_0"].error
+
+
+def test_a_label_the_model_did_not_find_has_volume_zero(tmp_path, mri_dataset, exported, monkeypatch):
+    """Every label of the model is in the report, the ones not found at 0 mL, and the volumes are the voxel counts
+    times the voxel size."""
+    import torch
+
+    from pipeline.inference import job
+
+    def background_and_label_1(self, image):
+        probs = torch.zeros(1, 3, *image.shape[1:])
+        probs[:, 0] = 1.0
+        probs[:, 1, : image.shape[1] // 2] = 2.0  # the first half of the first axis is label 1
+        return probs
+
+    monkeypatch.setattr(job.Predictor, "__call__", background_and_label_1)
+    report = _run(exported["unetpp_mri_segmentation"], _inputs(tmp_path / "in", mri_dataset), tmp_path / "out")
+    case = report.cases[0]
+    written = read_image(case.output)
+    voxel_ml = float(np.prod(written.geometry.spacing)) / 1000.0
+    names = [n for k, n in sorted(report.labels.items(), key=lambda kv: int(kv[0])) if k != "0"]
+    assert list(case.volumes_ml) == names and case.volumes_ml[names[1]] == 0.0
+    assert case.volumes_ml[names[0]] == pytest.approx(np.count_nonzero(written.array == 1) * voxel_ml)
+    assert case.volumes_ml[names[0]] > 0
