@@ -46,3 +46,31 @@ def test_oblique_unsorted_series_and_plain_files_refused(tmp_path, mri_dataset, 
     assert np.array_equal(read_dicom_seg(tmp_path / "out/oblique_seg.dcm", series), expected)
     with pytest.raises(PipelineError, match="output format must be one of auto, nifti, dicom-seg, got 'png'"):
         segment(model, series, tmp_path / "x", device="cpu", progress=False, output_format="png")
+
+
+@pytest.mark.parametrize("bundle", [None, {}])
+def test_the_seg_names_the_model_its_labels_and_the_file_it_came_from(tmp_path, exported, bundle):
+    """Each label but the background is a segment, identified by the bundle's name and version and the model file's
+    SHA-256; a card without a bundle says so instead of leaving the fields blank."""
+    import pydicom
+    import torch
+
+    from pipeline.deploy import file_sha256, load_torchscript
+
+    model = exported["unetpp_ct_segmentation"]
+    module, card = load_torchscript(model)
+    if bundle is not None:
+        model = tmp_path / "nameless.ts"
+        torch.jit.save(module, str(model), _extra_files={"model_card.json": card.replace(bundle=bundle).to_json()})
+    volume = (np.random.default_rng(4).normal(size=(40, 36, 6)) * 80 + 40).astype(np.int16)
+    write_dicom_series(tmp_path / "in/ct", volume)
+    report = segment(model, tmp_path / "in", tmp_path / "out", device="cpu", progress=False)
+    ds = pydicom.dcmread(report.cases[0].output)
+    name, version = (card.bundle["name"], card.bundle["version"]) if bundle is None else ("unetpp-pipeline", "unknown")
+    labels = {k: v for k, v in card.label_ids.items() if k > 0}
+    assert [int(s.SegmentNumber) for s in ds.SegmentSequence] == sorted(labels)
+    assert [s.SegmentLabel for s in ds.SegmentSequence] == [labels[k] for k in sorted(labels)]
+    algorithm = ds.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == (name, version)
+    assert file_sha256(model) in str(algorithm.AlgorithmParameters)
+    assert (ds.ManufacturerModelName, ds.SoftwareVersions) == (name, version)
