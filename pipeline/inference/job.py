@@ -113,7 +113,7 @@ class _Job:
 
     def __init__(self, predictor: Predictor, card: ModelCard, folder: OutputFolder, cases: dict[str, InputCase],
                  names: dict[str, str], provenance: Provenance, overwrite: bool, workers: int,
-                 output_format: str = "auto") -> None:
+                 output_format: str) -> None:
         self.predictor, self.card, self.folder, self.cases, self.names = predictor, card, folder, cases, names
         self.provenance, self.overwrite, self.workers = provenance, overwrite, workers
         self.output_format = output_format

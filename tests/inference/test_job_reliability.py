@@ -193,6 +193,8 @@ def test_a_case_whose_write_fails_is_reported_as_that_case_and_the_job_goes_on(t
     assert (rows["case0_0"].status, rows["case1_0"].status) == ("ok", "failed")
     assert rows["case1_0"].input == str(inputs / "case1_0.nii.gz")
     assert rows["case1_0"].error.endswith("the write was refused") and "case1_0_seg.nii.gz" in rows["case1_0"].error
+    peak = report.settings["write_queue_peak"]
+    assert peak == 0 if workers == 1 else 1 <= peak <= workers, "one worker writes in turn: nothing ever waits"
 
 
 def test_a_label_the_model_did_not_find_has_volume_zero(tmp_path, mri_dataset, exported, monkeypatch):
