@@ -1,0 +1,106 @@
+"""Per-label statistics (segment --statistics): against numpy by hand, and in the reports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.inference import JobReport
+from pipeline.inference.report import CaseResult
+from pipeline.inference.statistics import STATISTICS_FIELDS, label_statistics
+
+NAMES = {"0": "background", "1": "big", "2": "single", "3": "absent"}
+
+
+def _by_hand(labels: np.ndarray, image: np.ndarray, label: int) -> dict:
+    values = image[labels == label].astype(np.float64)
+    if values.size == 0:
+        return {"voxels": 0, "mean": None, "median": None, "std": None}
+    return {"voxels": int(values.size), "mean": float(values.mean()), "median": float(np.median(values)),
+            "std": float(values.std())}
+
+
+def _phantom(dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """An odd-sized image and a label map with a large label, a one-voxel label and a label that is absent."""
+    rng = np.random.default_rng(3)
+    image = (rng.normal(40, 300, (9, 11, 7)) if dtype.startswith("float") else
+             rng.integers(-1024, 2000, (9, 11, 7))).astype(dtype)
+    labels = np.zeros(image.shape, np.uint8)
+    labels[2:6, 3:9, 1:5] = 1  # 96 voxels: an even count, so the median is the mean of two middle values
+    labels[7, 1, 6] = 2
+    return labels, image
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int16", "uint8", "int32"])
+def test_statistics_equal_numpy_by_hand(dtype):
+    labels, image = _phantom(dtype)
+    stats = label_statistics(labels, image, NAMES)
+    assert list(stats) == ["big", "single", "absent"]  # background left out, label order kept
+    for label, name in ((1, "big"), (2, "single"), (3, "absent")):
+        expected, got = _by_hand(labels, image, label), stats[name].as_dict()
+        assert list(got) == list(STATISTICS_FIELDS)
+        assert got["voxels"] == expected["voxels"] and isinstance(got["voxels"], int)
+        for field in ("mean", "median", "std"):
+            assert got[field] == (None if expected[field] is None else pytest.approx(expected[field], rel=1e-12,
+                                                                                      abs=1e-9)), (name, field)
+    assert stats["single"].as_dict() == {"voxels": 1, "mean": float(image[7, 1, 6]),
+                                         "median": float(image[7, 1, 6]), "std": 0.0}
+
+
+def test_an_integer_image_can_have_a_half_integer_median_and_std_is_the_population_one():
+    labels = np.array([[1, 1], [1, 1]], np.uint8)
+    image = np.array([[1, 2], [4, 10]], np.int16)
+    got = label_statistics(labels, image, {1: "x"})["x"]
+    assert (got.voxels, got.mean, got.median, got.std) == (4, 4.25, 3.0, pytest.approx(np.std([1, 2, 4, 10])))
+
+
+def test_labels_read_back_as_floats_and_many_labels():
+    """A label map stored as floats (as the real data's are) and 104 labels, most of them empty."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 40, (13, 10, 9))
+    image = rng.normal(size=labels.shape).astype(np.float32)
+    names = {str(k): f"organ{k}" for k in range(105)}
+    ints = label_statistics(labels, image, names)
+    floats = label_statistics(labels.astype(np.float64), image, names)
+    assert ints == floats
+    for k in (1, 17, 39):
+        assert ints[f"organ{k}"].as_dict() == pytest.approx(_by_hand(labels, image, k), rel=1e-9)
+    assert all(ints[f"organ{k}"].as_dict() == _by_hand(labels, image, k) for k in range(40, 105))  # empty
+
+
+def test_bad_inputs_are_one_line_errors():
+    with pytest.raises(ValueError, match=r"one shape, got \(2, 2\) and \(2, 2, 2\)"):
+        label_statistics(np.zeros((2, 2), np.uint8), np.zeros((2, 2, 2)), NAMES)
+    with pytest.raises(ValueError, match="whole numbers"):
+        label_statistics(np.array([0.0, 1.5]), np.zeros(2), NAMES)
+    with pytest.raises(ValueError, match=">= 0, got -1"):
+        label_statistics(np.array([0, -1]), np.zeros(2), NAMES)
+
+
+def test_report_columns_json_null_and_csv_blanks(tmp_path):
+    labels = {"0": "background", "1": "liver", "2": "kidney"}
+    stats = {"liver": {"voxels": 3, "mean": 51.25, "median": 50.0, "std": 1.5},
+             "kidney": {"voxels": 0, "mean": None, "median": None, "std": None}}
+    report = JobReport("m.ts", str(tmp_path), labels, extras=("statistics",))
+    report.add(CaseResult("a", "a.nii.gz", "a_seg.nii.gz", "ok", 1.0, volumes_ml={"liver": 2.0, "kidney": 0.0},
+                          statistics=stats))
+    report.add(CaseResult("b", "b.nii.gz", "", "failed", 0.0, "cannot read image"))
+    report.ignored = [{"path": "x.dcm", "reason": "a SEG", "damaged": False}]
+    report.write()
+    rows = list(csv.reader(io.StringIO((tmp_path / "report.csv").read_text())))
+    assert rows[0] == ["case", "status", "seconds", "liver_ml", "kidney_ml",
+                       "liver_voxels", "liver_mean", "liver_median", "liver_std",
+                       "kidney_voxels", "kidney_mean", "kidney_median", "kidney_std",
+                       "input", "output", "error", "warning"]
+    assert rows[1][3:13] == ["2.000", "0.000", "3", "51.25", "50", "1.5", "0", "", "", ""]
+    assert rows[2][5:13] == [""] * 8 and rows[3][5:13] == [""] * 8  # failed and ignored rows: blanks
+    assert all(len(r) == len(rows[0]) for r in rows)
+    cases = json.loads((tmp_path / "report.json").read_text())["cases"]
+    assert cases[0]["statistics"]["kidney"] == {"voxels": 0, "mean": None, "median": None, "std": None}
+    assert "statistics" not in cases[1] and "preview" not in cases[0]
+    assert "NaN" not in (tmp_path / "report.json").read_text()
+
