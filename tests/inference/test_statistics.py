@@ -104,3 +104,22 @@ def test_report_columns_json_null_and_csv_blanks(tmp_path):
     assert "statistics" not in cases[1] and "preview" not in cases[0]
     assert "NaN" not in (tmp_path / "report.json").read_text()
 
+
+
+@pytest.mark.realdata
+def test_real_ct_and_its_label_map(ct_mr_examples):
+    """TotalSegmentator's example CT (int32 HU) and its 104-class map (float64 on disk): numpy's numbers for every
+    class, present or not."""
+    import json
+
+    from pipeline.io import read_image
+
+    names = json.loads((ct_mr_examples / "class_map_total_v1_total_totalmr.json").read_text())["total_v1"]
+    image, labels = read_image(ct_mr_examples / "example_ct.nii.gz").array, \
+        read_image(ct_mr_examples / "example_ct_seg_v1.nii.gz").array
+    stats = label_statistics(labels, image, names)
+    assert len(stats) == 104 and 0 < sum(s.voxels > 0 for s in stats.values()) < 104
+    for k, name in names.items():
+        expected = _by_hand(labels, image, int(k))
+        assert stats[name].as_dict() == (pytest.approx(expected, rel=1e-9) if expected["voxels"] else expected), name
+    assert 0 < stats["liver"].mean < 150  # soft tissue in Hounsfield units
