@@ -1,19 +1,23 @@
-"""Per-label statistics (segment --statistics): against numpy by hand, and in the reports."""
+"""Per-label statistics (segment --statistics): against numpy by hand, in the reports, through the job and on a rerun."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import shutil
 
 import numpy as np
 import pytest
 
-from pipeline.inference import JobReport
+from pipeline.inference import JobReport, segment
+from pipeline.inference.extras import Extras
 from pipeline.inference.report import CaseResult
 from pipeline.inference.statistics import STATISTICS_FIELDS, label_statistics
+from pipeline.io import read_image
 
 NAMES = {"0": "background", "1": "big", "2": "single", "3": "absent"}
+OLD_HEADER = "case,status,seconds,liver_ml,kidney_ml,input,output,error,warning"  # report.csv before --statistics
 
 
 def _by_hand(labels: np.ndarray, image: np.ndarray, label: int) -> dict:
@@ -112,7 +116,6 @@ def test_real_ct_and_its_label_map(ct_mr_examples):
     class, present or not."""
     import json
 
-    from pipeline.io import read_image
 
     names = json.loads((ct_mr_examples / "class_map_total_v1_total_totalmr.json").read_text())["total_v1"]
     image, labels = read_image(ct_mr_examples / "example_ct.nii.gz").array, \
@@ -123,3 +126,64 @@ def test_real_ct_and_its_label_map(ct_mr_examples):
         expected = _by_hand(labels, image, int(k))
         assert stats[name].as_dict() == (pytest.approx(expected, rel=1e-9) if expected["voxels"] else expected), name
     assert 0 < stats["liver"].mean < 150  # soft tissue in Hounsfield units
+
+
+def _normalised(folder, statistics: bool) -> tuple[dict, list[list[str]]]:
+    """A report's JSON and CSV with times (and, from a run with --statistics, the statistics) taken out."""
+    saved = json.loads((folder / "report.json").read_text())
+    saved.pop("seconds")
+    saved["output_dir"] = ""
+    saved["settings"].pop("write_queue_peak")
+    if statistics:
+        assert saved["settings"].pop("extras") == {"outputs": ["statistics"], "channel": "T1"}
+    for case in saved["cases"]:
+        case["seconds"], case["output"] = 0, case["output"].rsplit("/", 1)[-1]
+        if statistics:
+            case.pop("statistics")
+    saved["cases"].sort(key=lambda c: c["case"])
+    header, *rows = csv.reader(io.StringIO((folder / "report.csv").read_text()))
+    keep = [i for i, name in enumerate(header) if not name.endswith(tuple(f"_{f}" for f in STATISTICS_FIELDS))]
+    seconds, output = header.index("seconds"), header.index("output")
+    rows = sorted([r[i] if i not in (seconds, output) else "" for i in keep] for r in rows)
+    return saved, [[header[i] for i in keep], *rows]
+
+
+def test_segment_statistics_match_the_label_maps_and_a_rerun_and_leave_plain_reports_alone(tmp_path, mri_dataset,
+                                                                                            exported):
+    """Through the job on the synthetic MRI cases: each case's statistics are numpy's on its label map as written
+    and its image as read; the rerun (every case skipped) reads both back and reports the same; a run without
+    --statistics writes the reports as before (its CSV header is the old one; its JSON has no new key), and the
+    run with it differs from that only by the statistics."""
+    model = exported["unetpp_mri_segmentation"]
+    images = mri_dataset / "imagesTr"
+    first = segment(model, images, tmp_path / "with", device="cpu", progress=False, extras=Extras(statistics=True))
+    assert first.counts() == {"ok": 4, "skipped": 0, "failed": 0}
+    names = {k: v for k, v in first.labels.items() if k != "0"}
+    for case in first.cases:
+        labels, image = read_image(case.output).array, read_image(case.input).array
+        assert set(case.statistics) == set(names.values())
+        for k, name in names.items():
+            expected = _by_hand(labels, image, int(k))
+            assert case.statistics[name] == pytest.approx(expected, rel=1e-9), (case.case, name)
+            voxel_ml = case.volumes_ml[name] / expected["voxels"] if expected["voxels"] else None
+            if voxel_ml is not None:
+                assert voxel_ml == pytest.approx(1e-3)  # 1 mm voxels: volume and count agree
+    assert any(s["voxels"] > 0 for c in first.cases for s in c.statistics.values())
+
+    for name in ("report.json", "report.csv"):  # the rerun rewrites them
+        shutil.copy(tmp_path / "with" / name, tmp_path / f"first_{name}")
+    again = segment(model, images, tmp_path / "with", device="cpu", progress=False, extras=Extras(statistics=True))
+    assert again.counts() == {"ok": 0, "skipped": 4, "failed": 0}
+    assert {c.case: c.statistics for c in again.cases} == {c.case: c.statistics for c in first.cases}
+
+    plain = segment(model, images, tmp_path / "plain", device="cpu", progress=False)
+    assert (tmp_path / "plain/report.csv").read_text().splitlines()[0] == \
+        OLD_HEADER.replace("liver_ml,kidney_ml", ",".join(f"{n}_ml" for n in names.values()))
+    saved = json.loads((tmp_path / "plain/report.json").read_text())
+    assert "extras" not in saved["settings"] and all(
+        list(c) == ["case", "input", "output", "status", "seconds", "error", "volumes_ml", "warning"]
+        for c in saved["cases"])
+    assert plain.counts()["ok"] == 4
+    for name in ("report.json", "report.csv"):
+        shutil.copy(tmp_path / f"first_{name}", tmp_path / "with" / name)
+    assert _normalised(tmp_path / "plain", False) == _normalised(tmp_path / "with", True)
