@@ -28,6 +28,8 @@ BOTH = Extras(statistics=True, preview=True)
 
 def test_previews_beside_the_label_maps_and_made_again_for_skipped_cases(tmp_path, mri_dataset, exported):
     model, out = exported["unetpp_mri_segmentation"], tmp_path / "out"
+    out.mkdir()
+    (out / ".mri_000_preview.png.a1b2c3d4.part.png").write_bytes(b"left by a killed run")
     report = segment(model, mri_dataset / "imagesTr", out, device="cpu", progress=False, extras=BOTH)
     assert report.counts()["ok"] == 4 and report.incomplete() == []
     saved = json.loads((out / "report.json").read_text())
@@ -36,7 +38,7 @@ def test_previews_beside_the_label_maps_and_made_again_for_skipped_cases(tmp_pat
         assert case.preview == str(out / f"{case.case}_preview.png")
         present = sum(s["voxels"] > 0 for s in case.statistics.values())
         assert Image.open(case.preview).size == preview_size(3, present or 1)
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left, none kept
     (out / "mri_001_preview.png").unlink()
     again = segment(model, mri_dataset / "imagesTr", out, device="cpu", progress=False, extras=Extras(preview=True))
     assert again.counts()["skipped"] == 4 and again.incomplete() == []
