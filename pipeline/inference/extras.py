@@ -107,7 +107,7 @@ class Extras:
             DiskFullError: the preview could not be written for lack of space (the job stops, as for a label map).
         """
         done = CaseExtras()
-        image = first_channel(volume) if self else None
+        image = first_channel(volume)
         if self.statistics:
             try:
                 stats = label_statistics(labels, image, names)

@@ -9,7 +9,9 @@ large CT costs no full sort). Labels are drawn at :data:`ALPHA` opacity in fixed
 empty label map gets the planes through the image's centre and the note "no structure found".
 
 Matplotlib is imported only here, inside :func:`draw_preview`, and drawn through its Agg canvas on a figure of its
-own (no pyplot state, safe in the job's writer thread); a job without ``--preview`` does not import it.
+own (no pyplot state, nothing changed in the host program's backend); a job without ``--preview`` does not import
+it. Matplotlib does not promise thread safety and the job draws from its writer and reader threads, so one
+picture is drawn and saved at a time (:data:`_DRAWING`).
 
 Example:
     >>> write_preview("out/a_preview.png", volume.array, labels, volume.geometry, {"1": "liver"}, "a")  # doctest: +SKIP
@@ -22,6 +24,7 @@ import colorsys
 import logging
 import math
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -47,6 +50,8 @@ ALPHA = 0.45
 #: the most voxels the grey window's percentiles are taken from (an even sample beyond)
 WINDOW_SAMPLE = 4_000_000
 _DPI = 100
+#: one picture drawn at a time in this process (matplotlib's font cache and text layout are shared)
+_DRAWING = threading.Lock()
 
 
 def window(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
@@ -173,8 +178,9 @@ def write_preview(path: str | os.PathLike, image: np.ndarray, labels: np.ndarray
         DiskFullError: the file system ran out of space.
     """
     cut = preview_planes(image, labels, geometry)
-    figure = draw_preview(cut, names, title, window(image))
-    with atomic_path(path, suffix=".png") as tmp:
+    grey = window(image)
+    with _DRAWING, atomic_path(path, suffix=".png") as tmp:
+        figure = draw_preview(cut, names, title, grey)
         figure.savefig(tmp, format="png", dpi=_DPI, facecolor=figure.get_facecolor())
     logger.debug("wrote %s (planes through %s)", path, cut.centre)
     return Path(path)
