@@ -8,7 +8,15 @@ import pytest
 from PIL import Image
 
 from pipeline.inference.planes import preview_planes, structure_centre, to_lps
-from pipeline.inference.preview import PANEL_PX, TITLE_PX, label_colour, preview_size, window, write_preview
+from pipeline.inference.preview import (
+    PANEL_PX,
+    TITLE_PX,
+    draw_preview,
+    label_colour,
+    preview_size,
+    window,
+    write_preview,
+)
 from pipeline.io import Geometry
 
 SPACING = (1.0, 1.5, 2.0)  # along L, P, S: every plane has its own aspect
@@ -97,6 +105,24 @@ def test_an_empty_label_map_cuts_through_the_image_centre(tmp_path):
     assert not cut.found and cut.centre == (10, 8, 6) and cut.present == ()
     out = write_preview(tmp_path / "e_preview.png", image, np.zeros(image.shape, np.uint8), geometry, NAMES, "e")
     assert Image.open(out).size == preview_size(3, 1)  # one legend row: the note "no structure found"
+
+
+def test_title_views_legend_and_note():
+    """The case's name as title, the three views named, a legend of the labels the map holds (also one the planes
+    miss, none it lacks), and the note instead of a legend for an empty map."""
+    image, labels = _patient()
+    labels[15, 12, 1] = 2  # one voxel, off the planes through the larger label 1
+    geometry = _stored(image, (0, 1, 2), ())[1]
+    names = {**NAMES, "3": "spleen"}  # a label the map does not hold
+    cut = preview_planes(image, labels, geometry)
+    assert cut.present == (1, 2) and not any((p.labels == 2).any() for p in cut.planes)
+    figure = draw_preview(cut, names, "case_07", window(image))
+    texts = [t.get_text() for t in figure.texts]
+    assert texts[0] == "case_07" and {"axial", "coronal", "sagittal"} <= set(texts)
+    (legend,) = figure.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["liver", "kidney"]
+    empty = draw_preview(preview_planes(image, np.zeros_like(labels), geometry), names, "case_08", window(image))
+    assert "no structure found" in [t.get_text() for t in empty.texts] and not empty.legends
 
 
 def _panel(pixels: np.ndarray, index: int) -> np.ndarray:
