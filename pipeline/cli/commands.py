@@ -199,31 +199,36 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    """``segment``: the batch job; exit status 1 when a case failed or the disk filled up, 2 when --input cannot be
-    read as inputs (missing, not images, a CSV without its column)."""
+    """``segment``: the batch job; exit status 1 when a case failed, a case lacks the statistics or preview asked
+    for, or the disk filled up; 2 when --input cannot be read as inputs (missing, not images, a CSV without its
+    column)."""
     from pipeline.errors import DatasetError, DiskFullError
-    from pipeline.inference import parse_shard, segment
+    from pipeline.inference import Extras, parse_shard, segment
 
     shard = parse_shard(args.shard) if args.shard else None
     try:
         report = segment(args.model, args.input, args.output, device=args.device, level=args.level, tta=args.tta,
                          overlap=args.overlap, sw_batch_size=args.sw_batch_size, workers=args.workers, shard=shard,
                          precision=args.precision, overwrite=args.overwrite, progress=not args.no_progress,
-                         output_format=args.output_format)
+                         output_format=args.output_format,
+                         extras=Extras(statistics=args.statistics, preview=args.preview))
     except DiskFullError as exc:  # the job stopped; what it finished is complete, a re-run resumes
         sys.stderr.write(f"pipeline segment: stopped: {exc}\n")
         return 1
     except DatasetError as exc:  # --input is not what the job takes (a case's own problems are in the report)
         raise PipelineError(str(exc)) from exc  # a usage error: 2
-    counts = report.counts()
-    print(f"{counts['ok']} segmented, {counts['skipped']} already complete, {counts['failed']} failed; "
-          f"report: {Path(args.output) / (report.stem + '.json')}")
+    counts, incomplete = report.counts(), report.incomplete()
+    print(f"{counts['ok']} segmented, {counts['skipped']} already complete, {counts['failed']} failed"
+          + (f", {len(incomplete)} without their {' or '.join(report.extras)}" if incomplete else "")
+          + f"; report: {Path(args.output) / (report.stem + '.json')}")
     for case in report.cases:
         if case.status == "failed":
             print(f"  FAILED {case.input}: {case.error}")
+        elif case in incomplete:  # its label map is there, an output asked for is not: a verdict, as a failure
+            print(f"  INCOMPLETE {case.input}: {case.warning}")
         elif case.warning:
             print(f"  WARNING {case.input}: {case.warning}")
-    return 1 if counts["failed"] else 0
+    return 1 if counts["failed"] or incomplete else 0
 
 
 def cmd_sync_configs(args: argparse.Namespace) -> int:

@@ -21,8 +21,8 @@ __all__ = ["EXIT_CODES", "build_parser"]
 #: The exit status scheme every command follows (docs/cli.md holds the same table).
 EXIT_CODES = """exit status:
   0    done, nothing wrong found
-  1    the data broke a rule, or a case failed (validate, summary, folds, plan; segment; sync-configs --check;
-       a step of demo)
+  1    the data broke a rule, or a case failed (validate, summary, folds, plan; segment, also when its
+       --statistics or --preview could not be made for a case; sync-configs --check; a step of demo)
   2    usage error: an unknown option, a value that breaks its rule, a path that does not exist, an output that
        cannot be written, a model or checkpoint that cannot be loaded, a segment --input without images
   130  interrupted (Ctrl-C)
@@ -139,7 +139,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 def _add_segment(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "segment", "segment images with an exported model",
                  "Files, DICOM series, folders (recursive) or a CSV list; resumes where it stopped. Writes label\n"
-                 "maps and report.json/report.csv. Exit status 1 when a case failed (the others are done).",
+                 "maps and report.json/report.csv. Exit status 1 when a case failed (the others are done), or\n"
+                 "lacks the --statistics or --preview output asked for (its label map is kept).",
                  "python -m pipeline segment --model ct.ts --input data/ct_new/imagesTr --output labels_ct/",
                  progress=True)
     p.add_argument("--model", required=True, action=Once, help="TorchScript (.ts) or ONNX (.onnx) file from "
@@ -166,6 +167,12 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output-format", choices=("auto", "nifti", "dicom-seg"), default="auto",
                    help="auto: DICOM SEG for DICOM series input, the input's own format otherwise; nifti: NIfTI for "
                         "all; dicom-seg: DICOM SEG (DICOM series input only)")
+    p.add_argument("--statistics", action="store_true",
+                   help="per label: voxel count and the image's intensity mean, median and std under it (first "
+                        "channel), in report.json and as report.csv columns after the volumes")
+    p.add_argument("--preview", action="store_true",
+                   help="write <case>_preview.png beside each label map: axial, coronal and sagittal planes through "
+                        "the largest structure, labels over the image, radiological convention")
     p.set_defaults(func=commands.cmd_segment)
 
 

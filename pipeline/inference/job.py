@@ -21,7 +21,10 @@ come from its embedded model card. A multi-channel model takes each case as a 4D
   series and the input's own format otherwise; ``nifti`` writes NIfTI for all; ``dicom-seg`` fails the cases that
   are not DICOM series (a SEG references its source images);
 - ``shard=(i, n)`` (or ``RANK``/``WORLD_SIZE`` under torchrun) takes every n-th case of the sorted list,
-  so n processes on any number of machines cover every case exactly once.
+  so n processes on any number of machines cover every case exactly once;
+- ``extras=Extras(statistics=True, preview=True)`` adds per-label statistics to the reports and a
+  ``<name>_preview.png`` beside each label map, for skipped cases too (:mod:`pipeline.inference.extras`); one
+  that cannot be made leaves the label map and the case's status as they are, with a warning.
 
 Reading and preprocessing of the next cases (``workers`` threads) and inverting and writing of finished ones
 overlap with the network's compute; at most ``workers`` predictions wait for the writer, so a fast GPU cannot
@@ -59,12 +62,13 @@ from pipeline.inference.cases import (
     shard_from_env,
     without_own_outputs,
 )
+from pipeline.inference.extras import CaseExtras, Extras
 from pipeline.inference.inputs import check_image, check_input_memory, input_fingerprint
 from pipeline.inference.outputs import OutputFolder, Provenance
 from pipeline.inference.predictor import Predictor
 from pipeline.inference.preprocess import Preprocessor
 from pipeline.inference.report import CaseResult, JobReport
-from pipeline.io import read_case, read_dicom, read_image, write_image
+from pipeline.io import Volume, read_case, read_dicom, read_image, write_image
 from pipeline.io.dicom_seg import SEG_SUFFIX, SegAlgorithm, read_dicom_seg, write_dicom_seg
 from pipeline.io.dicom_series import find_series
 from pipeline.io.integrity import check_fits
@@ -88,6 +92,7 @@ class _Case:
         self.image: torch.Tensor | None = None
         self.state = None
         self.warning = ""
+        self.extras = CaseExtras()
 
 
 def _volumes(labels: np.ndarray, spacing: tuple[float, ...], names: dict[str, str]) -> dict[str, float]:
@@ -113,10 +118,10 @@ class _Job:
 
     def __init__(self, predictor: Predictor, card: ModelCard, folder: OutputFolder, cases: dict[str, InputCase],
                  names: dict[str, str], provenance: Provenance, overwrite: bool, workers: int,
-                 output_format: str) -> None:
+                 output_format: str, extras: Extras) -> None:
         self.predictor, self.card, self.folder, self.cases, self.names = predictor, card, folder, cases, names
         self.provenance, self.overwrite, self.workers = provenance, overwrite, workers
-        self.output_format = output_format
+        self.output_format, self.extras = output_format, extras
         self.preprocess = Preprocessor(card)
         self.labels = dict(card.labels)
         bundle = card.bundle  # what a DICOM SEG describes: its segments and the algorithm
@@ -136,16 +141,18 @@ class _Job:
         state = self.folder.state(case.output.name, self.provenance, self.overwrite, case.fingerprint)
         if state == "done":
             try:  # complete by its provenance; it must also read back (a run killed by a full disk...)
-                case.existing = self.existing(case)
-                return case
+                case.existing, labels = self.existing(case)
             except ImageReadError as exc:
                 logger.warning("%s: redoing it: %s", case.output, exc)
+            else:
+                if self.extras:
+                    case.extras = self.skipped_extras(case, labels)
+                return case
         if self.output_format == "dicom-seg" and not case.output.name.endswith(SEG_SUFFIX):
             raise PipelineError(f"{path}: --output-format dicom-seg needs a DICOM series as input (a SEG references "
                                 "its source images); use --output-format auto or nifti for other files")
         check_input_memory(case.input, self.workers)
-        case.volume = read_dicom(case.input.paths[0], series=case.series) if case.series is not None \
-            else read_case(case.input.paths)
+        case.volume = self.read(case)
         series = case.volume.dicom
         if series is not None and series.shear_deg and not case.output.name.endswith(SEG_SUFFIX):
             raise PipelineError(f"{path}: the slices step {series.shear_deg:.1f} degrees off their normal (gantry "
@@ -160,6 +167,20 @@ class _Job:
                    f"predicting {classes} class probabilities on the {'x'.join(map(str, case.image.shape[1:]))} "
                    "preprocessed grid")
         return case
+
+    @staticmethod
+    def read(case: _Case) -> Volume:
+        return read_dicom(case.input.paths[0], series=case.series) if case.series is not None \
+            else read_case(case.input.paths)
+
+    def skipped_extras(self, case: _Case, labels: np.ndarray) -> CaseExtras:
+        """A complete output's statistics and preview, from its label map and its input read back."""
+        try:
+            check_input_memory(case.input, self.workers)
+            volume = self.read(case)
+        except Exception as exc:  # noqa: BLE001 - the label map is complete; the case stays skipped
+            return self.extras.unavailable(case.name, f"its input could not be read again ({exc})")
+        return self.extras.make(labels, volume, self.labels, case.output.parent, case.name)
 
     def finish(self, case: _Case, probs: torch.Tensor) -> CaseResult:
         restored = self.preprocess.invert(probs[0], case.state)
@@ -178,22 +199,26 @@ class _Job:
         if case.warning:
             logger.warning("%s: %s", case.path, case.warning)
         stored = _as_stored(labels_map, case.volume.dicom) if case.output.name.endswith(SEG_SUFFIX) else labels_map
+        if self.extras:  # from the labels as stored: a SEG's filled gap slices hold none
+            case.extras = self.extras.make(stored, case.volume, self.labels, case.output.parent, case.name)
         return CaseResult(case.name, case.path, str(case.output), "ok", round(time.time() - case.started, 2),
                           volumes_ml=_volumes(stored, case.volume.geometry.spacing, self.labels),
-                          warning=case.warning)
+                          **_with_extras(case.warning, case.extras))
 
-    def existing(self, case: _Case) -> dict[str, float]:
-        """Label volumes of a complete output, read back (ImageReadError when it does not read)."""
+    def existing(self, case: _Case) -> tuple[dict[str, float], np.ndarray]:
+        """Label volumes of a complete output and its label map, read back (ImageReadError when it does not
+        read)."""
         if case.output.name.endswith(SEG_SUFFIX):
             series = case.series  # a SEG is written only for a DICOM folder, whose series prepare() found
             labels, spacing = read_dicom_seg(case.output, series), series.geometry.spacing
         else:
             existing = read_image(case.output)
             labels, spacing = existing.array, existing.geometry.spacing
-        return _volumes(labels, spacing, self.labels)
+        return _volumes(labels, spacing, self.labels), labels
 
     def skipped(self, case: _Case) -> CaseResult:
-        return CaseResult(case.name, case.path, str(case.output), "skipped", 0.0, volumes_ml=case.existing)
+        return CaseResult(case.name, case.path, str(case.output), "skipped", 0.0, volumes_ml=case.existing,
+                          **_with_extras("", case.extras))
 
     def failed(self, path: str, exc: Exception) -> CaseResult:
         if isinstance(exc, DiskFullError):
@@ -243,6 +268,12 @@ class _Job:
                 yield self.collect(done_path, done)
 
 
+def _with_extras(warning: str, extras: CaseExtras) -> dict:
+    """A case's warning, statistics and preview fields (the warning joined with what extras could not be made)."""
+    return {"warning": "; ".join(w for w in (warning, extras.warning) if w), "statistics": extras.statistics,
+            "preview": extras.preview}
+
+
 def _find(input_path: str | os.PathLike, folder: OutputFolder, channels: int,
           output_format: str) -> tuple[dict[str, InputCase], Discovery]:
     found = discover(input_path, channels=channels)
@@ -264,7 +295,7 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
             device: str = "auto", level: int | None = None, tta: bool = False, overlap: float | None = None,
             sw_batch_size: int | None = None, workers: int = 2, precision: str = "auto",
             shard: tuple[int, int] | None = None, overwrite: bool = False, progress: bool = True,
-            output_format: str = "auto") -> JobReport:
+            output_format: str = "auto", extras: Extras | None = None) -> JobReport:
     """Segment every image under ``input_path`` with the exported ``model``; see the module docstring.
 
     Args:
@@ -285,6 +316,8 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
         overwrite: redo every case whose output exists, whoever wrote it. Defaults to False.
         progress: show progress (a bar on a terminal, log lines elsewhere). Defaults to True.
         output_format: ``auto``, ``nifti`` or ``dicom-seg`` (see the module docstring). Defaults to ``"auto"``.
+        extras: optional outputs beyond the label maps (:class:`~pipeline.inference.extras.Extras`: statistics,
+            preview); None makes none. Defaults to None.
 
     Returns:
         The :class:`JobReport` (also written to the output folder).
@@ -310,17 +343,22 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
         root = input_path if Path(input_path).is_dir() else None
         names = output_names(list(cases.values()), output_format, root=root)
         keys = {s: case_key(c, root or Path(input_path).parent) for s, c in cases.items()}
-        job = _Job(predictor, card, folder, cases, names, provenance, overwrite, int(workers), output_format)
+        extras = extras or Extras()
+        job = _Job(predictor, card, folder, cases, names, provenance, overwrite, int(workers), output_format, extras)
     except ValueError as exc:
         raise PipelineError(str(exc)) from exc
     mine = select_shard(list(cases), shard, keys=keys)
     report = JobReport(str(model), str(folder.path), job.labels, shard, {
-        **_settings(job), "tta": tta, "workers": workers, "inputs": len(cases), "this_shard": len(mine)})
+        **_settings(job), "tta": tta, "workers": workers, "inputs": len(cases), "this_shard": len(mine)},
+        extras=extras.names)
+    if extras:  # only then: a report without them stays as it was
+        report.settings["extras"] = {"outputs": list(extras.names), "channel": (card.channels or ["image"])[0]}
     if shard[0] == 0:  # one shard names the files that are not cases, so that merged reports name them once
         report.ignored = [{"path": i.path, "reason": i.reason, "damaged": i.damaged} for i in found.ignored]
     folder.create()
     try:
-        folder.claim([names[p] for p in mine] + [f"{report.stem}.json", f"{report.stem}.csv"])
+        previews = [extras.preview_name(names[p].rsplit("_seg", 1)[0]) for p in mine] if extras.preview else []
+        folder.claim([names[p] for p in mine] + previews + [f"{report.stem}.json", f"{report.stem}.csv"])
         logger.info("segmenting %d of %d image(s) (shard %d/%d) on %s at level %d in %s", len(mine), len(cases),
                     *shard, predictor.device, predictor.level, predictor.precision)
         _run(job, mine, report, progress)

@@ -1,5 +1,10 @@
 """The batch job's report: per-case status, seconds and label volumes, as JSON and CSV, written atomically.
 
+With ``--statistics`` (``JobReport(extras=("statistics",))``) each case also holds its per-label statistics
+(:mod:`pipeline.inference.statistics`) and the CSV gets ``<label>_voxels``, ``<label>_mean``, ``<label>_median``,
+``<label>_std`` for each label, in label order, after the volume columns; with ``--preview`` each case names its
+picture. Without them both files are as they were before these options existed.
+
 Example:
     >>> report = JobReport(model="ct.ts", output_dir="out", labels={"1": "liver"})
     >>> report.add(CaseResult(case="a", input="a.nii.gz", output="out/a_seg.nii.gz", status="ok", seconds=1.5,
@@ -17,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pipeline.inference.statistics import STATISTICS_FIELDS
 from pipeline.io.atomic import write_text_atomic
 
 __all__ = ["CaseResult", "JobReport"]
@@ -34,7 +40,12 @@ class CaseResult:
         seconds: wall time spent on it.
         error: why it failed.
         volumes_ml: label name -> volume in millilitres.
-        warning: why its labels may be meaningless although it ran (e.g. a constant image).
+        warning: why its labels may be meaningless although it ran (e.g. a constant image), or which optional
+            output (statistics, preview) could not be made and why.
+        statistics: label name -> ``{"voxels", "mean", "median", "std"}`` (``--statistics``); None: not asked for,
+            or not made (the warning says why). Left out of the JSON when None.
+        preview: the preview PNG written (``--preview``); None: not asked for, or not made. Left out of the JSON when
+            None.
     """
 
     case: str
@@ -45,6 +56,15 @@ class CaseResult:
     error: str = ""
     volumes_ml: dict[str, float] = field(default_factory=dict)
     warning: str = ""
+    statistics: dict[str, dict] | None = None
+    preview: str | None = None
+
+    def to_dict(self) -> dict:
+        """The case as ``report.json`` holds it (the optional outputs only where present)."""
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in _OPTIONAL}
+
+
+_OPTIONAL = ("statistics", "preview")
 
 
 @dataclass
@@ -69,12 +89,17 @@ class JobReport:
     cases: list[CaseResult] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     ignored: list[dict] = field(default_factory=list)
+    extras: tuple[str, ...] = ()
 
     def add(self, result: CaseResult) -> None:
         self.cases.append(result)
 
     def counts(self) -> dict[str, int]:
         return {s: sum(c.status == s for c in self.cases) for s in ("ok", "skipped", "failed")}
+
+    def incomplete(self) -> list[CaseResult]:
+        """The cases with a label map (``ok`` or ``skipped``) that lack an optional output asked for."""
+        return [c for c in self.cases if c.status != "failed" and any(getattr(c, n) is None for n in self.extras)]
 
     @property
     def stem(self) -> str:
@@ -84,7 +109,7 @@ class JobReport:
     def to_dict(self) -> dict:
         return {"model": self.model, "output_dir": self.output_dir, "shard": list(self.shard),
                 "settings": self.settings, "labels": self.labels, "counts": self.counts(),
-                "seconds": round(time.time() - self.started, 2), "cases": [asdict(c) for c in self.cases],
+                "seconds": round(time.time() - self.started, 2), "cases": [c.to_dict() for c in self.cases],
                 "ignored": self.ignored}
 
     def write(self) -> tuple[Path, Path]:
@@ -92,15 +117,18 @@ class JobReport:
         folder = Path(self.output_dir)
         folder.mkdir(parents=True, exist_ok=True)
         names = [n for k, n in sorted(self.labels.items(), key=lambda kv: int(kv[0])) if str(k) != "0"]
+        stats = [(n, f) for n in names for f in STATISTICS_FIELDS] if "statistics" in self.extras else []
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(["case", "status", "seconds", *[f"{n}_ml" for n in names], "input", "output", "error",
-                         "warning"])
+        writer.writerow(["case", "status", "seconds", *[f"{n}_ml" for n in names], *[f"{n}_{f}" for n, f in stats],
+                         "input", "output", "error", "warning"])
         for c in self.cases:
             writer.writerow([c.case, c.status, f"{c.seconds:.2f}", *[_ml(c.volumes_ml.get(n)) for n in names],
+                             *[_stat((c.statistics or {}).get(n, {}).get(f)) for n, f in stats],
                              c.input, c.output, c.error, c.warning])
         for item in self.ignored:  # a spreadsheet shows them beside the cases
-            writer.writerow(["", "ignored", "", *["" for _ in names], item["path"], "", item["reason"], ""])
+            writer.writerow(["", "ignored", "", *["" for _ in names], *["" for _ in stats], item["path"], "",
+                             item["reason"], ""])
         paths = (folder / f"{self.stem}.json", folder / f"{self.stem}.csv")
         for path, text in zip(paths, (json.dumps(self.to_dict(), indent=1) + "\n", buffer.getvalue())):
             write_text_atomic(path, text)
@@ -109,3 +137,10 @@ class JobReport:
 
 def _ml(value: float | None) -> str:
     return "" if value is None else f"{value:.3f}"
+
+
+def _stat(value: float | None) -> str:
+    """A statistic in the CSV: a count as it is, an intensity to 6 significant digits, blank when absent."""
+    if value is None:
+        return ""
+    return str(value) if isinstance(value, int) else f"{value:.6g}"
