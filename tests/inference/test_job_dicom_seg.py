@@ -74,3 +74,24 @@ def test_the_seg_names_the_model_its_labels_and_the_file_it_came_from(tmp_path, 
     assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == (name, version)
     assert file_sha256(model) in str(algorithm.AlgorithmParameters)
     assert (ds.ManufacturerModelName, ds.SoftwareVersions) == (name, version)
+
+
+def test_a_series_headers_are_read_once_per_case(tmp_path, exported, monkeypatch):
+    """The module's promise: the series found to name the case is the one fingerprinted and read."""
+    from pipeline.inference import inputs as inputs_module
+    from pipeline.inference import job
+
+    calls = []
+    real = job.find_series
+
+    def counted(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(job, "find_series", counted)
+    monkeypatch.setattr(inputs_module, "find_series", counted)
+    volume = (np.random.default_rng(5).normal(size=(40, 36, 6)) * 80 + 40).astype(np.int16)
+    write_dicom_series(tmp_path / "in/ct", volume)
+    report = segment(exported["unetpp_ct_segmentation"], tmp_path / "in", tmp_path / "out", device="cpu",
+                     progress=False)
+    assert report.counts()["ok"] == 1 and calls == [str(tmp_path / "in/ct")]

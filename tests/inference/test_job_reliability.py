@@ -219,3 +219,45 @@ def test_a_label_the_model_did_not_find_has_volume_zero(tmp_path, mri_dataset, e
     assert list(case.volumes_ml) == names and case.volumes_ml[names[1]] == 0.0
     assert case.volumes_ml[names[0]] == pytest.approx(np.count_nonzero(written.array == 1) * voxel_ml)
     assert case.volumes_ml[names[0]] > 0
+
+
+def test_the_memory_for_the_probabilities_is_checked_before_they_are_allocated(tmp_path, mri_dataset, exported,
+                                                                                 monkeypatch):
+    from pipeline.inference import job
+
+    inputs = _inputs(tmp_path / "in", mri_dataset)
+    asked = []
+    monkeypatch.setattr(job, "check_fits", lambda need, where, what: asked.append((need, where, what)))
+    report = _run(exported["unetpp_mri_segmentation"], inputs, tmp_path / "out", workers=1)
+    assert report.counts()["ok"] == 2 and len(asked) == 2
+    need, where, what = min(asked, key=lambda a: a[1])
+    grid = what.split(" on the ")[1].split(" ")[0]
+    voxels = np.prod([int(n) for n in grid.split("x")])
+    assert where == str(inputs / "case0_0.nii.gz")
+    assert what == f"predicting 3 class probabilities on the {grid} preprocessed grid"
+    assert need == voxels * 4 * (3 + 1), "float32 probabilities of 3 classes and the window weights"
+
+
+def test_a_complete_output_that_no_longer_reads_is_redone_with_a_warning(tmp_path, mri_dataset, exported, caplog):
+    inputs, out = _inputs(tmp_path / "in", mri_dataset), tmp_path / "out"
+    model = exported["unetpp_mri_segmentation"]
+    _run(model, inputs, out)
+    damaged = out / "case0_0_seg.nii.gz"
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])  # the header (and its notes) survive
+    with caplog.at_level("WARNING", logger="pipeline.inference.job"):
+        report = _run(model, inputs, out)
+    assert report.counts() == {"ok": 1, "skipped": 1, "failed": 0}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith(f"{damaged}: redoing it: "), warnings
+    assert read_image(damaged).array.shape == (32, 36, 32)
+
+
+def test_an_image_the_model_cannot_segment_is_named_in_its_error(tmp_path, mri_dataset, exported):
+    inputs = _inputs(tmp_path / "in", mri_dataset)
+    image = read_image(inputs / "case1_0.nii.gz")
+    array = image.array.astype(np.float32)
+    array[3, 4, 5] = np.nan
+    write_image(array, image.geometry, inputs / "case1_0.nii.gz")
+    report = _run(exported["unetpp_mri_segmentation"], inputs, tmp_path / "out")
+    failed = next(c for c in report.cases if c.status == "failed")
+    assert failed.error == f"cannot read image '{inputs / 'case1_0.nii.gz'}': the image holds 1 NaN or infinite voxel(s)"
