@@ -206,11 +206,13 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
     require_existing("--model", args.model)
     require_existing("--images", args.images)
     require_existing("--labels", args.labels)
+    if args.card is not None:
+        require_existing("--card", args.card)
     if args.tolerance < 0:
         raise PipelineError(f"--tolerance must be >= 0, got {args.tolerance}")
     result = choose_for_model(args.model, args.images, args.labels, args.out, tolerance=args.tolerance,
                               device=args.device, precision=args.precision, workers=args.workers,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, card=args.card)
     print(f"Dice per class on {result.choice.cases} validation case(s) (* applied):")
     print(result.table())
     decision = result.choice.decision

@@ -153,6 +153,8 @@ def _add_postprocess(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="model file to write (default: <model>_pp.ts beside --model; may be "
                    "--model itself, replaced atomically)")
     p.add_argument("--tolerance", type=float, default=0.0, help="Dice drop still accepted for a step (>= 0)")
+    p.add_argument("--card", default=None, help="also record the decision in this model_card.json (beside the "
+                   "checkpoint the model was exported from: bundle inference reads that one)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto", help="as for segment")
     p.add_argument("--workers", type=int_at_least(1), default=2, help="reading/writing threads")

@@ -5,7 +5,9 @@ predictor and inversion as deployment) without postprocessing; :func:`pipeline.d
 nnU-Net's rule to the label maps against the references; the decision goes into the model card
 (``inference.postprocessing``, the numbers in ``training.postprocessing_choice``), and the card is re-embedded in a
 copy of the TorchScript file: the network and its weights are saved back unchanged (checked: every parameter and
-buffer equal), only the card's text differs. The file is written atomically. Every deployment form reads the card.
+buffer equal), only the card's text differs. The file is written atomically. Every deployment form reads the card;
+bundle inference reads the one beside the checkpoint (``models/model_card.json``), which ``card=`` updates the same
+way.
 
 Example:
     >>> result = choose_for_model("m.ts", "val/images", "val/labels", "m_pp.ts")      # doctest: +SKIP
@@ -25,7 +27,7 @@ from pathlib import Path
 import torch
 
 from pipeline.deploy.card import ModelCard
-from pipeline.deploy.files import EMBEDDED_CARD, load_torchscript
+from pipeline.deploy.files import EMBEDDED_CARD, load_torchscript, read_card, write_card
 from pipeline.deploy.postprocess import Choice, choose
 from pipeline.deploy.runtime import model_format
 from pipeline.errors import PipelineError
@@ -114,7 +116,8 @@ def embed_card(src: str | os.PathLike, out: str | os.PathLike, card: ModelCard) 
 
 def choose_for_model(model: str | os.PathLike, images: str | os.PathLike, labels: str | os.PathLike,
                      out: str | os.PathLike | None = None, tolerance: float = 0.0, device: str = "auto",
-                     precision: str = "auto", workers: int = 2, progress: bool = True) -> PostprocessResult:
+                     precision: str = "auto", workers: int = 2, progress: bool = True,
+                     card: str | os.PathLike | None = None) -> PostprocessResult:
     """Choose the postprocessing of ``model`` on the validation cases and write the card into ``out``.
 
     Args:
@@ -127,17 +130,23 @@ def choose_for_model(model: str | os.PathLike, images: str | os.PathLike, labels
         precision: as for :func:`~pipeline.inference.segment`. Defaults to ``"auto"``.
         workers: as for :func:`~pipeline.inference.segment`. Defaults to 2.
         progress: show progress. Defaults to True.
+        card: a ``model_card.json`` (beside the checkpoint the model was exported from, for bundle inference) to
+            record the same decision in, atomically. Defaults to None.
 
     Raises:
-        PipelineError: not a TorchScript file, a case without a reference, a case that failed, or an output that
-            cannot be written.
+        PipelineError: not a TorchScript file, a case without a reference, a case that failed, an output that
+            cannot be written, or a ``card`` with other labels than the model's.
     """
     if model_format(model) != "torchscript":
         raise PipelineError(f"postprocess writes the card into a TorchScript (.ts) model, got '{model}': choose it on "
                             "the .ts export and export ONNX from the same checkpoint with the card it writes")
     dest = Path(out) if out is not None else Path(model).with_name(f"{Path(model).stem}_pp.ts")
     check_destination(dest)
-    _, card = load_torchscript(model)
+    _, model_card = load_torchscript(model)
+    beside = read_card(card) if card is not None else None
+    if beside is not None and beside.labels != model_card.labels:
+        raise PipelineError(f"'{card}' has labels {dict(beside.labels)}, the model {dict(model_card.labels)}: give "
+                            "--card the card of the checkpoint the model was exported from")
     with tempfile.TemporaryDirectory(prefix="postprocess-") as tmp:
         report = segment(model, images, tmp, device=device, precision=precision, workers=workers, progress=progress,
                          output_format="nifti", postprocess=False)
@@ -154,11 +163,15 @@ def choose_for_model(model: str | os.PathLike, images: str | os.PathLike, labels
             predictions.append(prediction)
             references.append(reference)
     try:
-        choice = choose(predictions, references, [k for k in card.label_ids if k > 0], tolerance)
+        choice = choose(predictions, references, [k for k in model_card.label_ids if k > 0], tolerance)
     except ValueError as exc:
         raise PipelineError(str(exc)) from exc
-    new = card.replace(inference={"postprocessing": choice.decision.to_dict()},
-                       training={"postprocessing_choice": choice.record()})
+    changes = {"inference": {"postprocessing": choice.decision.to_dict()},
+               "training": {"postprocessing_choice": choice.record()}}
+    new = model_card.replace(**changes)
     path = embed_card(model, dest, new)
+    if beside is not None:
+        write_card(beside.replace(**changes), card)
+        logger.info("recorded it in %s too", card)
     logger.info("wrote %s with postprocessing %s", path, choice.decision)
     return PostprocessResult(path, choice, new)

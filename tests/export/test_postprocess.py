@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.deploy import load_torchscript
+from pipeline.deploy import load_torchscript, read_card, write_card
 from pipeline.deploy.postprocess import Postprocessing, apply, choose
 from pipeline.errors import PipelineError
 from pipeline.export.postprocess import choose_for_model, embed_card, reference_for
@@ -48,10 +48,12 @@ def test_embed_card_changes_the_card_and_nothing_else(tiny_ts, tmp_path):
 
 def test_the_command_writes_the_decision_its_numbers_imply(tiny_ts, mri_dataset, tmp_path):
     out = tmp_path / "m_pp.ts"
+    beside = tmp_path / "models" / "model_card.json"  # the checkpoint's card, which bundle inference reads
+    write_card(load_torchscript(tiny_ts)[1].replace(export=None), beside)
     started = time.time()
     proc = subprocess.run([sys.executable, "-m", "pipeline", "postprocess", "--model", str(tiny_ts), "--images",
                            str(mri_dataset / "imagesTr"), "--labels", str(mri_dataset / "labelsTr"), "--out", str(out),
-                           "--device", "cpu", "--precision", "fp32", "--no-progress"],
+                           "--device", "cpu", "--precision", "fp32", "--no-progress", "--card", str(beside)],
                           check=False, capture_output=True, text=True, cwd=REPO,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr
@@ -64,6 +66,8 @@ def test_the_command_writes_the_decision_its_numbers_imply(tiny_ts, mri_dataset,
     base = fg if foreground else before
     labels = tuple(k for k in (1, 2) if record["dice_per_label"][str(k)] >= base[str(k)])
     assert card.postprocessing == Postprocessing(bool(foreground), labels)  # the rule, from the recorded numbers
+    recorded = read_card(beside)
+    assert recorded.postprocessing == card.postprocessing and recorded.training.postprocessing_choice == record
     # and the numbers are those of the raw label maps of the same model against the references
     raw = segment(tiny_ts, mri_dataset / "imagesTr", tmp_path / "raw", device="cpu", progress=False,
                   precision="fp32")
@@ -82,11 +86,16 @@ def test_the_command_writes_the_decision_its_numbers_imply(tiny_ts, mri_dataset,
         assert np.array_equal(read_image(case.output).array, expected)
 
 
-def test_an_onnx_model_or_a_missing_reference_is_one_line(tiny_ts, mri_dataset, tmp_path):
+def test_an_onnx_model_a_missing_reference_or_another_models_card_is_one_line(tiny_ts, mri_dataset, tmp_path):
     with pytest.raises(PipelineError, match="postprocess writes the card into a TorchScript"):
         choose_for_model(tmp_path / "m.onnx", mri_dataset / "imagesTr", mri_dataset / "labelsTr")
     with pytest.raises(PipelineError, match="no reference label map for .* give --labels"):
         reference_for(mri_dataset / "imagesTr" / "mri_000.nii.gz", tmp_path)
+    other = tmp_path / "other.json"
+    write_card(load_torchscript(tiny_ts)[1].replace(labels={"0": "bg", "1": "x", "2": "y"}), other)
+    with pytest.raises(PipelineError, match="give --card the card of the checkpoint the model was exported from"):
+        choose_for_model(tiny_ts, mri_dataset / "imagesTr", mri_dataset / "labelsTr", tmp_path / "o.ts", card=other)
+    assert not (tmp_path / "o.ts").exists()
     (tmp_path / "CASE.nii.gz").write_bytes(b"")
     assert reference_for("x/CASE_0000.nii.gz", tmp_path) == tmp_path / "CASE.nii.gz"
 
