@@ -53,12 +53,13 @@ def test_no_decision_returns_the_map_as_it_is():
     assert apply(m, Postprocessing()) is m
 
 
-def test_it_matches_monais_keep_largest_connected_component():
+@pytest.mark.parametrize("seed, shape", [(0, (17, 13, 9)), (1, (33, 31)), (2, (9, 9, 9))])
+def test_it_matches_monais_keep_largest_connected_component(seed, shape):
     pytest.importorskip("skimage", reason="MONAI's KeepLargestConnectedComponent needs scikit-image")
     from monai.transforms import KeepLargestConnectedComponent
 
-    rng = np.random.default_rng(0)
-    m = rng.integers(0, 3, (17, 13, 9)).astype(np.uint8) * (rng.random((17, 13, 9)) > 0.6)
+    rng = np.random.default_rng(seed)
+    m = (rng.integers(0, 3, shape) * (rng.random(shape) > 0.6)).astype(np.uint8)
     for k in (1, 2):
         ref = KeepLargestConnectedComponent(applied_labels=[k], independent=True)(m[None])[0]
         assert np.array_equal(apply(m, Postprocessing(labels=(k,))), np.asarray(ref))
