@@ -22,7 +22,8 @@ __all__ = ["EXIT_CODES", "build_parser"]
 EXIT_CODES = """exit status:
   0    done, nothing wrong found
   1    the data broke a rule, or a case failed (validate, summary, folds, plan; segment, also when its
-       --statistics or --preview could not be made for a case; sync-configs --check; a step of demo)
+       --statistics or --preview could not be made for a case; postprocess, when a validation case failed or
+       has no reference; sync-configs --check; a step of demo)
   2    usage error: an unknown option, a value that breaks its rule, a path that does not exist, an output that
        cannot be written, a model or checkpoint that cannot be loaded, a segment --input without images
   130  interrupted (Ctrl-C)

@@ -30,7 +30,7 @@ from pipeline.deploy.card import ModelCard
 from pipeline.deploy.files import EMBEDDED_CARD, load_torchscript, read_card, write_card
 from pipeline.deploy.postprocess import Choice, choose
 from pipeline.deploy.runtime import model_format
-from pipeline.errors import PipelineError
+from pipeline.errors import DatasetError, PipelineError
 from pipeline.export.common import check_destination
 from pipeline.inference import segment
 from pipeline.io import read_image
@@ -76,7 +76,7 @@ def reference_for(image: str | os.PathLike, labels_dir: str | os.PathLike) -> Pa
     (``CASE_0000.nii.gz`` -> ``CASE.nii.gz``).
 
     Raises:
-        PipelineError: none is there.
+        DatasetError: none is there.
     """
     name = Path(image).name
     stem, dot, ending = name.partition(".")
@@ -85,8 +85,8 @@ def reference_for(image: str | os.PathLike, labels_dir: str | os.PathLike) -> Pa
     for candidate in candidates:
         if (Path(labels_dir) / candidate).is_file():
             return Path(labels_dir) / candidate
-    raise PipelineError(f"no reference label map for '{image}' under '{labels_dir}' (looked for "
-                        f"{' or '.join(candidates)}): give --labels the folder of the validation label maps")
+    raise DatasetError(image, f"every validation image needs its reference label map under '{labels_dir}' "
+                       f"(looked for {' or '.join(candidates)}): give --labels the folder of the validation label maps")
 
 
 def embed_card(src: str | os.PathLike, out: str | os.PathLike, card: ModelCard) -> Path:
@@ -134,8 +134,9 @@ def choose_for_model(model: str | os.PathLike, images: str | os.PathLike, labels
             record the same decision in, atomically. Defaults to None.
 
     Raises:
-        PipelineError: not a TorchScript file, a case without a reference, a case that failed, an output that
-            cannot be written, or a ``card`` with other labels than the model's.
+        DatasetError: a case without a reference (or one off its grid), or a case that failed (exit status 1).
+        PipelineError: not a TorchScript file, an output that cannot be written, or a ``card`` with other labels
+            than the model's.
     """
     if model_format(model) != "torchscript":
         raise PipelineError(f"postprocess writes the card into a TorchScript (.ts) model, got '{model}': choose it on "
@@ -152,14 +153,15 @@ def choose_for_model(model: str | os.PathLike, images: str | os.PathLike, labels
                          output_format="nifti", postprocess=False)
         failed = [c for c in report.cases if c.status != "ok"]
         if failed:
-            raise PipelineError(f"{len(failed)} validation case(s) failed, e.g. {failed[0].input}: {failed[0].error}")
+            raise DatasetError(failed[0].input, f"every validation case must segment ({len(failed)} failed)",
+                               failed[0].error)
         predictions, references = [], []
         for case in sorted(report.cases, key=lambda c: c.case):
             prediction = read_image(case.output).array
             reference = read_image(reference_for(case.input, labels)).array
             if reference.shape != prediction.shape:
-                raise PipelineError(f"the reference of '{case.input}' has shape {reference.shape}, its image "
-                                    f"{prediction.shape}: the label maps must lie on their images' grids")
+                raise DatasetError(case.input, f"its reference label map must lie on its grid {prediction.shape}",
+                                   reference.shape)
             predictions.append(prediction)
             references.append(reference)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ import torch
 
 from pipeline.deploy import load_torchscript, read_card, write_card
 from pipeline.deploy.postprocess import Postprocessing, apply, choose
-from pipeline.errors import PipelineError
+from pipeline.errors import DatasetError, PipelineError
 from pipeline.export.postprocess import choose_for_model, embed_card, reference_for
 from pipeline.inference import segment
 from pipeline.io import read_image
@@ -89,7 +90,7 @@ def test_the_command_writes_the_decision_its_numbers_imply(tiny_ts, mri_dataset,
 def test_an_onnx_model_a_missing_reference_or_another_models_card_is_one_line(tiny_ts, mri_dataset, tmp_path):
     with pytest.raises(PipelineError, match="postprocess writes the card into a TorchScript"):
         choose_for_model(tmp_path / "m.onnx", mri_dataset / "imagesTr", mri_dataset / "labelsTr")
-    with pytest.raises(PipelineError, match="no reference label map for .* give --labels"):
+    with pytest.raises(DatasetError, match="needs its reference label map under .* give --labels"):
         reference_for(mri_dataset / "imagesTr" / "mri_000.nii.gz", tmp_path)
     other = tmp_path / "other.json"
     write_card(load_torchscript(tiny_ts)[1].replace(labels={"0": "bg", "1": "x", "2": "y"}), other)
@@ -98,6 +99,18 @@ def test_an_onnx_model_a_missing_reference_or_another_models_card_is_one_line(ti
     assert not (tmp_path / "o.ts").exists()
     (tmp_path / "CASE.nii.gz").write_bytes(b"")
     assert reference_for("x/CASE_0000.nii.gz", tmp_path) == tmp_path / "CASE.nii.gz"
+
+
+def test_a_case_without_a_reference_is_status_1_and_writes_nothing(tiny_ts, mri_dataset, tmp_path):
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    shutil.copy(mri_dataset / "labelsTr" / "mri_000.nii.gz", labels)
+    out = tmp_path / "m_pp.ts"
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "postprocess", "--model", str(tiny_ts), "--images",
+                           str(mri_dataset / "imagesTr"), "--labels", str(labels), "--out", str(out), "--no-progress",
+                           "--device", "cpu"], check=False, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 1 and "mri_001.nii.gz: every validation image needs its reference" in proc.stderr
+    assert not out.exists()
 
 
 def test_a_bad_tolerance_is_a_usage_error(tiny_ts, mri_dataset, tmp_path):
