@@ -118,3 +118,20 @@ def test_a_bad_tolerance_is_a_usage_error(tiny_ts, mri_dataset, tmp_path):
                            str(mri_dataset / "imagesTr"), "--labels", str(mri_dataset / "labelsTr"),
                            "--tolerance", "-1"], check=False, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 2 and "--tolerance must be >= 0, got -1.0" in proc.stderr
+
+
+@pytest.mark.parametrize("suffix", [".ts", ".onnx"])
+def test_an_export_from_a_checkpoint_whose_card_records_it_carries_it(tmp_path, tiny_parser, suffix):
+    if suffix == ".onnx":
+        for name in ("onnx", "onnxruntime", "onnxscript"):
+            pytest.importorskip(name, reason=f"ONNX export needs {name}")
+    from pipeline.deploy import card_path, load_model
+    from pipeline.export import export_checkpoint
+
+    from .conftest import trained_checkpoint
+
+    ckpt = trained_checkpoint(tmp_path, tiny_parser)
+    decision = {"foreground": True, "largest_component_labels": [1]}  # as `postprocess --card` records it
+    write_card(read_card(card_path(ckpt)).replace(inference={"postprocessing": decision}), card_path(ckpt))
+    path = export_checkpoint(ckpt, tmp_path / f"m{suffix}").path
+    assert load_model(path)[1].postprocessing == Postprocessing(True, (1,))  # segment reads it from there
