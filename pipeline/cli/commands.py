@@ -23,7 +23,7 @@ from pathlib import Path
 from pipeline.cli.options import require_existing, writable_dir
 from pipeline.errors import PipelineError
 
-__all__ = ["bundle_dir", "cmd_demo", "cmd_export", "cmd_folds", "cmd_plan", "cmd_segment", "cmd_summary",
+__all__ = ["bundle_dir", "cmd_demo", "cmd_export", "cmd_folds", "cmd_plan", "cmd_postprocess", "cmd_segment", "cmd_summary",
            "cmd_sync_configs", "cmd_synth", "cmd_validate", "overrides"]
 
 logger = logging.getLogger("pipeline")
@@ -195,6 +195,29 @@ def cmd_export(args: argparse.Namespace) -> int:
           f"{card.export.precision if card.export else 'fp32'}, labels {list(card.labels.values())})")
     runtime = RUNTIMES[card.export.format if card.export else "torchscript"]
     print(f"parity: max |{runtime} - eager| = {result.max_abs_diff:.3g} on a {result.input_shape} input")
+    return 0
+
+
+def cmd_postprocess(args: argparse.Namespace) -> int:
+    """``postprocess``: choose the postprocessing on validation cases, write it into a copy of the model, print the
+    Dice table."""
+    from pipeline.export.postprocess import choose_for_model
+
+    require_existing("--model", args.model)
+    require_existing("--images", args.images)
+    require_existing("--labels", args.labels)
+    if args.card is not None:
+        require_existing("--card", args.card)
+    if args.tolerance < 0:
+        raise PipelineError(f"--tolerance must be >= 0, got {args.tolerance}")
+    result = choose_for_model(args.model, args.images, args.labels, args.out, tolerance=args.tolerance,
+                              device=args.device, precision=args.precision, workers=args.workers,
+                              progress=not args.no_progress, card=args.card)
+    print(f"Dice per class on {result.choice.cases} validation case(s) (* applied):")
+    print(result.table())
+    decision = result.choice.decision
+    print(f"wrote {result.path}: foreground {'kept largest' if decision.foreground else 'as is'}, largest component "
+          f"for labels {list(decision.labels) or 'none'}")
     return 0
 
 

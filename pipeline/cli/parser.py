@@ -22,7 +22,8 @@ __all__ = ["EXIT_CODES", "build_parser"]
 EXIT_CODES = """exit status:
   0    done, nothing wrong found
   1    the data broke a rule, or a case failed (validate, summary, folds, plan; segment, also when its
-       --statistics or --preview could not be made for a case; sync-configs --check; a step of demo)
+       --statistics or --preview could not be made for a case; postprocess, when a validation case failed or
+       has no reference; sync-configs --check; a step of demo)
   2    usage error: an unknown option, a value that breaks its rule, a path that does not exist, an output that
        cannot be written, a model or checkpoint that cannot be loaded, a segment --input without images
   130  interrupted (Ctrl-C)
@@ -136,6 +137,31 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=commands.cmd_export)
 
 
+def _add_postprocess(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "postprocess", "choose keep-the-largest-component postprocessing on validation cases "
+                 "(nnU-Net's rule) and write it into the model card",
+                 "Segments the validation images without postprocessing, measures Dice per class without and with\n"
+                 "keeping the largest connected component (the foreground as a whole first, then each class on top),\n"
+                 "keeps each step that lowers no Dice, and writes the decision into the card of a copy of the model\n"
+                 "(the weights unchanged). segment, the MLflow model and bundle inference apply it.",
+                 "python -m pipeline postprocess --model mri.ts --images val/imagesTr --labels val/labelsTr "
+                 "--out mri_pp.ts", progress=True)
+    p.add_argument("--model", required=True, action=Once, help="TorchScript (.ts) file from `pipeline export`")
+    p.add_argument("--images", required=True, action=Once, help="validation images: file, folder (recursive) or "
+                   "CSV list, as segment --input")
+    p.add_argument("--labels", required=True, action=Once, help="folder of their reference label maps (same file "
+                   "names, or nnU-Net case names for CASE_0000 channel files)")
+    p.add_argument("--out", default=None, help="model file to write (default: <model>_pp.ts beside --model; may be "
+                   "--model itself, replaced atomically)")
+    p.add_argument("--tolerance", type=float, default=0.0, help="Dice drop still accepted for a step (>= 0)")
+    p.add_argument("--card", default=None, help="also record the decision in this model_card.json (beside the "
+                   "checkpoint the model was exported from: bundle inference reads that one)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto", help="as for segment")
+    p.add_argument("--workers", type=int_at_least(1), default=2, help="reading/writing threads")
+    p.set_defaults(func=commands.cmd_postprocess)
+
+
 def _add_segment(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "segment", "segment images with an exported model",
                  "Files, DICOM series, folders (recursive) or a CSV list; resumes where it stopped. Writes label\n"
@@ -229,6 +255,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress display (before or after the command)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command", parser_class=Parser)
-    for add in (_add_synth, _add_inspection, _add_plan, _add_export, _add_segment, _add_bundle_tools, _add_demo):
+    for add in (_add_synth, _add_inspection, _add_plan, _add_export, _add_postprocess, _add_segment, _add_bundle_tools, _add_demo):
         add(sub)
     return parser

@@ -12,10 +12,14 @@ defaults for these values: they are the dataclasses' fields.
 
 Rules: labels are whole-number ids (0 and up), as many as the network's output channels; ``roi_size`` whole
 numbers > 0, one per spatial axis; ``overlap`` in [0, 1); ``mirror_axes`` spatial axes; ``in_channels`` >= 1; target
-spacings > 0; preprocessing steps are objects.
+spacings > 0; preprocessing steps are objects; ``inference.postprocessing`` (keep the largest connected component:
+:mod:`pipeline.deploy.postprocess`) names foreground labels of the card only, and needs ``card_version`` 4.
 
-Versions: :data:`CARD_VERSION` is written into every card. A newer card is refused in one line naming both versions;
-the embedded metadata of earlier exports (``metadata_version`` 1 and 2) is migrated on load.
+Versions: a card is written with the lowest version that holds what it says: :data:`CARD_VERSION` (4) when it records
+postprocessing, else 3, so that a pipeline from before postprocessing still reads a card without it and refuses one
+with it (rather than silently deploying without it). Versions 3 and 4 load as they are (3 has no postprocessing:
+none). A newer card is refused in one line naming both versions; the embedded metadata of earlier exports
+(``metadata_version`` 1 and 2) is migrated on load.
 
 Example:
     >>> card = card_from_dict({"card_version": 3, "labels": {"0": "background", "1": "liver"},
@@ -34,16 +38,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.deploy.postprocess import Postprocessing
 from pipeline.deploy.steps import build_steps
 from pipeline.deploy.validate import check_card_dict, fail
 from pipeline.errors import PipelineError
 from pipeline.io.json_text import dumps_config
 
-__all__ = ["CARD_FILE", "CARD_VERSION", "CardError", "ExportRecord", "InferenceSettings", "ModelCard", "NetworkSpec",
+__all__ = ["CARD_FILE", "CARD_VERSION", "FIRST_CARD_VERSION", "CardError", "ExportRecord", "InferenceSettings", "ModelCard", "NetworkSpec",
            "TrainingRecord", "card_from_dict", "parse_card"]
 
-#: Layout version of the card. 3: the model card (network arguments, training record, export section).
-CARD_VERSION = 3
+#: Layout version of the card. 3: the model card (network arguments, training record, export section). 4:
+#: ``inference.postprocessing`` (written only by cards that record postprocessing; the rest stay 3).
+CARD_VERSION = 4
+#: The earliest card version read as it is (older layouts are migrated or refused).
+FIRST_CARD_VERSION = 3
 #: The card's file name beside ``model.pt``.
 CARD_FILE = "model_card.json"
 
@@ -88,6 +96,9 @@ class InferenceSettings:
         level: the UNet++ level to deploy; None: the network's full depth.
         mirror_axes: the spatial axes training mirrored (test-time augmentation mirrors these); None: not known,
             every axis.
+        postprocessing: ``foreground`` (bool) and ``largest_component_labels`` (label ids) of
+            :class:`~pipeline.deploy.postprocess.Postprocessing`, chosen on validation (``pipeline postprocess``).
+            Defaults to none.
     """
 
     kind: str = "sliding_window"
@@ -99,6 +110,7 @@ class InferenceSettings:
     spatial_dim: int = 2
     level: int | None = None
     mirror_axes: tuple[int, ...] | None = None
+    postprocessing: Mapping[str, Any] = field(default_factory=lambda: Postprocessing().to_dict())
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,8 @@ class TrainingRecord:
         folds: ``fold``, ``num_folds``, ``seed`` and the ``splits_file``.
         validation: the best model's validation metrics (and ``best_epoch``).
         level_choice: ``rule`` (``auto`` or ``fixed``); for ``auto`` also ``tolerance`` and ``mean_dice`` per level.
+        postprocessing_choice: the validation numbers behind ``inference.postprocessing``
+            (:meth:`pipeline.deploy.postprocess.Choice.record`); empty where none was chosen.
         checkpoint_sha256: the SHA-256 of the ``model.pt`` this card describes.
     """
 
@@ -120,6 +134,7 @@ class TrainingRecord:
     validation: Mapping[str, Any] = field(default_factory=dict)
     level_choice: Mapping[str, Any] = field(default_factory=dict)
     checkpoint_sha256: str = ""
+    postprocessing_choice: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -183,6 +198,11 @@ class ModelCard:
         return next(([float(v) for v in s["pixdim"]] for s in self.preprocessing if s.get("kind") == "resample"), None)
 
     @property
+    def postprocessing(self) -> Postprocessing:
+        """What deployment applies to the label map after the argmax (none unless chosen on validation)."""
+        return Postprocessing.from_dict(self.inference.postprocessing)
+
+    @property
     def label_ids(self) -> dict[int, str]:
         """Label id -> name, with whole-number ids."""
         return {int(k): str(v) for k, v in self.labels.items()}
@@ -225,7 +245,12 @@ class ModelCard:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON layout (``card_version`` first; keys in a fixed order, so equal cards give equal text)."""
-        out = {"card_version": CARD_VERSION, **json.loads(json.dumps(dataclasses.asdict(self)))}
+        version = CARD_VERSION if self.postprocessing else FIRST_CARD_VERSION  # module docstring: Versions
+        out = {"card_version": version, **json.loads(json.dumps(dataclasses.asdict(self)))}
+        if not self.postprocessing:  # a version-3 card, as before postprocessing
+            del out["inference"]["postprocessing"]
+            if not out["training"]["postprocessing_choice"]:
+                del out["training"]["postprocessing_choice"]
         if out["export"] is None:
             del out["export"]
         return out
@@ -269,9 +294,9 @@ def _version(data: Mapping[str, Any], src: str | os.PathLike) -> dict[str, Any]:
     if version > CARD_VERSION:
         raise CardError(f"'{src}': model card version {version} is newer than this pipeline reads "
                         f"({CARD_VERSION}): upgrade the pipeline to use this model")
-    if version < CARD_VERSION:
+    if version < FIRST_CARD_VERSION:
         raise CardError(f"'{src}': model card version {version} is older than this pipeline reads "
-                        f"({CARD_VERSION}) and has no migration: export the model again with `pipeline export`")
+                        f"({FIRST_CARD_VERSION}) and has no migration: export the model again with `pipeline export`")
     return dict(data)
 
 
@@ -301,6 +326,7 @@ def card_from_dict(data: Any, src: str | os.PathLike) -> ModelCard:
     info = {k: v for k, v in info.items() if k in {f.name for f in dataclasses.fields(InferenceSettings)}}
     info["roi_size"] = tuple(int(r) for r in info.get("roi_size") or ())
     info["mirror_axes"] = None if info.get("mirror_axes") is None else tuple(info["mirror_axes"])
+    info["postprocessing"] = Postprocessing.from_dict(info.get("postprocessing")).to_dict()
     export = d.get("export")
     return ModelCard(
         labels={str(k): str(v) for k, v in sorted(d["labels"].items(), key=lambda kv: int(kv[0]))},

@@ -103,9 +103,25 @@ def _check_preprocessing(card: Mapping, src: str | os.PathLike) -> None:
             raise ValueError(fail(src, "target spacings must be numbers > 0", step.get("pixdim")))
 
 
+def _check_postprocessing(card: Mapping, src: str | os.PathLike) -> None:
+    post = (card.get("inference") or {}).get("postprocessing")
+    if post is None or post == {}:
+        return
+    if not isinstance(post, Mapping) or not isinstance(post.get("foreground", False), bool):
+        raise ValueError(fail(src, "'inference.postprocessing' must be an object with 'foreground' (true or false) and "
+                                   "'largest_component_labels'", post))
+    ids = post.get("largest_component_labels", [])
+    foreground = sorted(int(k) for k in (card.get("labels") or {}) if int(k) > 0)
+    if not isinstance(ids, list) or not all(_whole(k, 1) and k in foreground for k in ids) or len(set(ids)) < len(ids):
+        raise ValueError(fail(src, f"'inference.postprocessing.largest_component_labels' must be distinct foreground "
+                                   f"label ids of the card {foreground}", ids))
+    if (post.get("foreground") or ids) and card.get("card_version", 4) < 4:
+        raise ValueError(fail(src, "'inference.postprocessing' needs card_version 4", card.get("card_version")))
+
+
 def _check_records(card: Mapping, src: str | os.PathLike) -> None:
     training = card.get("training") or {}
-    for key in ("dataset", "folds", "validation", "level_choice"):
+    for key in ("dataset", "folds", "validation", "level_choice", "postprocessing_choice"):
         if not isinstance(training.get(key, {}), Mapping):
             raise ValueError(fail(src, f"'training.{key}' must be an object", training[key]))
     fmt = (card.get("export") or {}).get("format", "torchscript")
@@ -134,4 +150,5 @@ def check_card_dict(card: Mapping[str, Any], src: str | os.PathLike) -> None:
     _check_network(card, src)
     _check_inference(card, src)
     _check_preprocessing(card, src)
+    _check_postprocessing(card, src)
     _check_records(card, src)

@@ -18,7 +18,8 @@ voxel-to-world matrix, as ``read_image(...).geometry.affine``; a 2D model takes 
 sizes in mm of a RAS-aligned grid). Without either, ``predict`` refuses with one line naming both: guessing
 (RAS at the model's target spacing) silently gave a different label map from ``pipeline segment`` on most files.
 ``tta`` (default false) turns on mirroring. The model's own preprocessing and its inverse run inside, so the
-``uint8`` label map lies on the input's grid.
+``uint8`` label map lies on the input's grid; the postprocessing the card records (:mod:`pipeline.deploy.postprocess`)
+is applied to it, as ``pipeline segment`` does.
 
 Example:
     >>> save_mlflow_model("models/export/model.ts", "mlflow_model")                  # doctest: +SKIP
@@ -45,6 +46,7 @@ from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
 from pipeline.deploy.card import ModelCard
 from pipeline.deploy.files import load_torchscript
+from pipeline.deploy.postprocess import apply
 from pipeline.errors import PipelineError
 from pipeline.inference.predictor import Predictor
 from pipeline.inference.preprocess import Preprocessor
@@ -226,7 +228,7 @@ class SegmentationModel(mlflow.pyfunc.PythonModel):
         image, state = self.preprocess(array, affine, spatial_dims=self.dims)
         probs = self._predictor(bool(params.get("tta", False)))(image)
         restored = self.preprocess.invert(probs[0], state)
-        return torch.argmax(restored, dim=0).to(torch.uint8).numpy()
+        return apply(torch.argmax(restored, dim=0).to(torch.uint8).numpy(), self.card.postprocessing)
 
 
 def _requirements() -> list[str]:

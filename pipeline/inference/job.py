@@ -22,6 +22,9 @@ come from its embedded model card. A multi-channel model takes each case as a 4D
   are not DICOM series (a SEG references its source images);
 - ``shard=(i, n)`` (or ``RANK``/``WORLD_SIZE`` under torchrun) takes every n-th case of the sorted list,
   so n processes on any number of machines cover every case exactly once;
+- the postprocessing the model card records (keep the largest connected component per class and/or of the
+  foreground, chosen on validation by ``pipeline postprocess``: :mod:`pipeline.deploy.postprocess`) is applied to
+  the label map on the input's grid, before it is written and before its volumes and statistics;
 - ``extras=Extras(statistics=True, preview=True)`` adds per-label statistics to the reports and a
   ``<name>_preview.png`` beside each label map, for skipped cases too (:mod:`pipeline.inference.extras`); one
   that cannot be made leaves the label map and the case's status as they are, with a warning.
@@ -52,6 +55,7 @@ from pipeline.console import progress as console_progress
 from pipeline.data.discover import Discovery, InputCase, discover
 from pipeline.deploy.card import ModelCard
 from pipeline.deploy.files import file_sha256
+from pipeline.deploy.postprocess import Postprocessing, apply
 from pipeline.deploy.runtime import load_model, runtime_settings
 from pipeline.errors import DiskFullError, ImageReadError, PipelineError
 from pipeline.inference.cases import (
@@ -118,10 +122,10 @@ class _Job:
 
     def __init__(self, predictor: Predictor, card: ModelCard, folder: OutputFolder, cases: dict[str, InputCase],
                  names: dict[str, str], provenance: Provenance, overwrite: bool, workers: int,
-                 output_format: str, extras: Extras) -> None:
+                 output_format: str, extras: Extras, postprocessing: Postprocessing) -> None:
         self.predictor, self.card, self.folder, self.cases, self.names = predictor, card, folder, cases, names
         self.provenance, self.overwrite, self.workers = provenance, overwrite, workers
-        self.output_format, self.extras = output_format, extras
+        self.output_format, self.extras, self.postprocessing = output_format, extras, postprocessing
         self.preprocess = Preprocessor(card)
         self.labels = dict(card.labels)
         bundle = card.bundle  # what a DICOM SEG describes: its segments and the algorithm
@@ -184,7 +188,7 @@ class _Job:
 
     def finish(self, case: _Case, probs: torch.Tensor) -> CaseResult:
         restored = self.preprocess.invert(probs[0], case.state)
-        labels_map = torch.argmax(restored, dim=0).to(torch.uint8).numpy()
+        labels_map = apply(torch.argmax(restored, dim=0).to(torch.uint8).numpy(), self.postprocessing)
         if labels_map.shape != case.volume.geometry.shape:
             raise PipelineError(f"internal error: prediction of shape {labels_map.shape} does not match the input "
                                 f"grid {case.volume.geometry.shape}")
@@ -295,7 +299,7 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
             device: str = "auto", level: int | None = None, tta: bool = False, overlap: float | None = None,
             sw_batch_size: int | None = None, workers: int = 2, precision: str = "auto",
             shard: tuple[int, int] | None = None, overwrite: bool = False, progress: bool = True,
-            output_format: str = "auto", extras: Extras | None = None) -> JobReport:
+            output_format: str = "auto", extras: Extras | None = None, postprocess: bool = True) -> JobReport:
     """Segment every image under ``input_path`` with the exported ``model``; see the module docstring.
 
     Args:
@@ -318,6 +322,9 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
         output_format: ``auto``, ``nifti`` or ``dicom-seg`` (see the module docstring). Defaults to ``"auto"``.
         extras: optional outputs beyond the label maps (:class:`~pipeline.inference.extras.Extras`: statistics,
             preview); None makes none. Defaults to None.
+        postprocess: apply the postprocessing the model card records. Defaults to True (False: the raw argmax, as
+            ``pipeline postprocess`` measures it; use a fresh output folder, since a re-run does not tell the two
+            apart).
 
     Returns:
         The :class:`JobReport` (also written to the output folder).
@@ -344,13 +351,16 @@ def segment(model: str | os.PathLike, input_path: str | os.PathLike, output_dir:
         names = output_names(list(cases.values()), output_format, root=root)
         keys = {s: case_key(c, root or Path(input_path).parent) for s, c in cases.items()}
         extras = extras or Extras()
-        job = _Job(predictor, card, folder, cases, names, provenance, overwrite, int(workers), output_format, extras)
+        job = _Job(predictor, card, folder, cases, names, provenance, overwrite, int(workers), output_format, extras,
+                   card.postprocessing if postprocess else Postprocessing())
     except ValueError as exc:
         raise PipelineError(str(exc)) from exc
     mine = select_shard(list(cases), shard, keys=keys)
     report = JobReport(str(model), str(folder.path), job.labels, shard, {
         **_settings(job), "tta": tta, "workers": workers, "inputs": len(cases), "this_shard": len(mine)},
         extras=extras.names)
+    if job.postprocessing:  # only then, as extras: a report without it stays as it was
+        report.settings["postprocessing"] = job.postprocessing.to_dict()
     if extras:  # only then: a report without them stays as it was
         report.settings["extras"] = {"outputs": list(extras.names), "channel": (card.channels or ["image"])[0]}
     if shard[0] == 0:  # one shard names the files that are not cases, so that merged reports name them once

@@ -11,5 +11,7 @@ from pipeline.deploy.foreground import ForegroundThreshold
 from pipeline.deploy.intensity import check_schemes, normalize_channels
 from pipeline.transforms.normalize import NormalizeChannelsd
 from pipeline.transforms.original import LoadOriginald
+from pipeline.transforms.postprocess import KeepLargestComponentd, card_postprocessing
 
-__all__ = ["ForegroundThreshold", "LoadOriginald", "NormalizeChannelsd", "check_schemes", "normalize_channels"]
+__all__ = ["ForegroundThreshold", "KeepLargestComponentd", "LoadOriginald", "NormalizeChannelsd", "card_postprocessing",
+           "check_schemes", "normalize_channels"]

@@ -12,6 +12,7 @@ import torch
 
 from pipeline.deploy import (
     CARD_VERSION,
+    FIRST_CARD_VERSION,
     CardError,
     ModelCard,
     card_from_dict,
@@ -48,7 +49,7 @@ def test_a_good_card_round_trips_field_by_field(tmp_path):
     write_card(card, tmp_path / "model_card.json")
     again = read_card(tmp_path / "model_card.json")
     assert again == card and again.to_json() == card.to_json()
-    assert json.loads(card.to_json())["card_version"] == CARD_VERSION
+    assert json.loads(card.to_json())["card_version"] == FIRST_CARD_VERSION  # no postprocessing: still version 3
 
 
 def test_defaults_are_the_dataclasses_not_the_readers():
@@ -213,7 +214,7 @@ def test_a_version_2_export_migrates_to_exactly_this_card():
            "validation": {"val_mean_dice": 0.87}, "bundle": {"name": "mri", "version": "0.2.0"},
            "versions": {"monai": "1.5.1"}, "precision": "fp16", "exported_device": "cuda"}
     assert card_from_dict(old, "old.ts").to_dict() == {
-        "card_version": CARD_VERSION, "labels": {"0": "background", "1": "anterior", "2": "posterior"},
+        "card_version": FIRST_CARD_VERSION, "labels": {"0": "background", "1": "anterior", "2": "posterior"},
         "network": {"target": "", "args": {}, "spatial_dims": 3, "in_channels": 2, "out_channels": 3, "depth": 4},
         "preprocessing": [{"kind": "orient", "axcodes": "RAS"}],
         "inference": {"kind": "sliding_window", "roi_size": [40, 56, 40], "overlap": 0.25, "mode": "gaussian",
@@ -304,6 +305,64 @@ def test_the_export_section_is_written_only_where_there_is_one():
 
 def test_an_older_card_without_a_migration_is_refused_naming_both_versions():
     with pytest.raises(CardError) as info:
-        card_from_dict(_broken("card_version", CARD_VERSION - 1), "m.ts")
-    assert str(info.value) == (f"'m.ts': model card version {CARD_VERSION - 1} is older than this pipeline reads "
-                               f"({CARD_VERSION}) and has no migration: export the model again with `pipeline export`")
+        card_from_dict(_broken("card_version", FIRST_CARD_VERSION - 1), "m.ts")
+    assert str(info.value) == (f"'m.ts': model card version {FIRST_CARD_VERSION - 1} is older than this pipeline "
+                               f"reads ({FIRST_CARD_VERSION}) and has no migration: export the model again with `pipeline export`")
+
+
+POST = {"foreground": True, "largest_component_labels": [2]}
+
+
+def test_a_card_without_postprocessing_loads_and_writes_exactly_as_before():
+    card = card_from_dict(copy.deepcopy(GOOD), "m.ts")
+    assert not card.postprocessing and card.postprocessing.labels == ()
+    out = card.to_dict()
+    assert out["card_version"] == FIRST_CARD_VERSION == 3
+    assert "postprocessing" not in out["inference"] and "postprocessing_choice" not in out["training"]
+
+
+def test_postprocessing_round_trips_as_version_4_with_its_validation_numbers(tmp_path):
+    choice = {"rule": "nnunet", "tolerance": 0.0, "dice_before": {"1": 0.5, "2": 0.6}}
+    data = {**copy.deepcopy(GOOD), "card_version": CARD_VERSION,
+            "inference": {**GOOD["inference"], "postprocessing": POST},
+            "training": {**GOOD.get("training", {}), "postprocessing_choice": choice}}
+    card = card_from_dict(data, "m.ts")
+    assert card.postprocessing.foreground and card.postprocessing.labels == (2,)
+    write_card(card, tmp_path / "model_card.json")
+    again = read_card(tmp_path / "model_card.json")
+    assert again == card and json.loads(again.to_json())["card_version"] == CARD_VERSION == 4
+    assert again.to_dict()["inference"]["postprocessing"] == POST
+    assert again.training.postprocessing_choice == choice
+
+
+def test_replace_sets_postprocessing_and_the_version_follows():
+    card = card_from_dict(copy.deepcopy(GOOD), "m.ts").replace(inference={"postprocessing": POST})
+    assert card.to_dict()["card_version"] == 4 and card_from_dict(card.to_dict(), "m.ts") == card
+
+
+@pytest.mark.parametrize("post, rule", [
+    ([1], "'inference.postprocessing' must be an object with 'foreground' (true or false)"),
+    ({"foreground": "yes"}, "'inference.postprocessing' must be an object with 'foreground' (true or false)"),
+    ({"largest_component_labels": [0]}, "must be distinct foreground label ids of the card [1, 2]"),
+    ({"largest_component_labels": [3]}, "largest_component_labels' must be distinct foreground label ids"),
+    ({"largest_component_labels": [1, 1]}, "largest_component_labels' must be distinct foreground label ids"),
+    ({"largest_component_labels": "1"}, "largest_component_labels' must be distinct foreground label ids"),
+])
+def test_a_broken_postprocessing_rule_is_one_line(post, rule):
+    data = {**copy.deepcopy(GOOD), "card_version": 4, "inference": {**GOOD["inference"], "postprocessing": post}}
+    with pytest.raises(CardError) as info:
+        card_from_dict(data, "m.ts")
+    assert str(info.value).startswith("'m.ts': model card: ") and rule in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_postprocessing_in_a_version_3_card_is_refused():
+    data = {**copy.deepcopy(GOOD), "card_version": 3, "inference": {**GOOD["inference"], "postprocessing": POST}}
+    with pytest.raises(CardError, match="'inference.postprocessing' needs card_version 4, got 3"):
+        card_from_dict(data, "m.ts")
+
+
+def test_postprocessing_choice_must_be_an_object():
+    data = {**copy.deepcopy(GOOD), "training": {"postprocessing_choice": [1]}}
+    with pytest.raises(CardError, match="'training.postprocessing_choice' must be an object"):
+        card_from_dict(data, "m.ts")

@@ -246,3 +246,21 @@ def test_an_fp16_model_on_a_machine_without_cuda_is_refused_when_loaded(pyfunc, 
     folder = save_mlflow_model(fp16, tmp_path / "mlflow_fp16")
     with pytest.raises(Exception, match="exported in fp16 for CUDA and this machine has no CUDA device"):
         mlflow.pyfunc.load_model(str(folder))
+
+
+def test_the_pyfunc_applies_the_postprocessing_of_its_card(pyfunc, mri_dataset, tmp_path):
+    from pipeline.deploy import load_torchscript
+    from pipeline.deploy.postprocess import Postprocessing, apply
+    from pipeline.export.postprocess import embed_card
+
+    ts, _folder, model = pyfunc
+    image = read_image(min((mri_dataset / "imagesTr").glob("*.nii.gz")))
+    array, params = np.asarray(image.array, np.float32), {"affine": np.ravel(image.geometry.affine).tolist()}
+    decision = Postprocessing(foreground=True, labels=(1, 2))
+    _, card = load_torchscript(ts)
+    pp = embed_card(ts, tmp_path / "pp.ts", card.replace(inference={"postprocessing": decision.to_dict()}))
+    with_pp = mlflow.pyfunc.load_model(str(save_mlflow_model(pp, tmp_path / "mlflow_pp")))
+    raw = model.predict(array, params=params)
+    labels = with_pp.predict(array, params=params)
+    assert np.array_equal(labels, apply(raw, decision))
+    assert not np.array_equal(labels, raw), "the random model's label map has more than one component to remove"
