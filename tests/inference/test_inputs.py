@@ -170,3 +170,19 @@ def test_a_single_voxel_is_not_empty_but_warned_about():
     warnings = check_image(_volume(np.ones((1, 1, 1)), one), "x", CARD)
     assert [w.split(":")[0] for w in warnings] == ["the image is constant (every voxel 1)",
                                                    "the image is only 1 voxel(s) along axis 0 (shape (1, 1, 1))"]
+
+
+def test_each_series_of_a_folder_that_holds_two_is_fingerprinted_on_its_own(tmp_path):
+    from pipeline.data.discover import discover
+
+    folder = tmp_path / "mixed"
+    for seed, shape in ((0, (8, 8, 3)), (1, (8, 8, 4))):
+        one = write_dicom_series(tmp_path / f"s{seed}", np.full(shape, seed, np.int16), seed=seed)
+        for path in one.iterdir():
+            folder.mkdir(exist_ok=True)
+            path.rename(folder / f"{seed}_{path.name}")
+    cases = discover(folder).cases
+    assert len(cases) == 2 and all(c.series for c in cases)
+    prints = [input_fingerprint(c) for c in cases]
+    assert prints[0] != prints[1]
+    assert prints == [input_fingerprint(c, find_series(folder, c.series)) for c in cases]
