@@ -40,7 +40,9 @@ def test_oblique_unsorted_series_and_plain_files_refused(tmp_path, mri_dataset, 
     report = segment(model, tmp_path / "in", tmp_path / "out", device="cpu", progress=False,
                      output_format="dicom-seg")
     failed = {Path(c.input).name: c.error for c in report.cases if c.status == "failed"}
-    assert list(failed) == ["mr.nii.gz"] and "--output-format dicom-seg needs a DICOM series" in failed["mr.nii.gz"]
+    assert list(failed) == ["mr.nii.gz"] and failed["mr.nii.gz"] == (
+        f"{tmp_path / 'in/mr.nii.gz'}: --output-format dicom-seg needs a DICOM series as input (a SEG references its "
+        "source images); use --output-format auto or nifti for other files")
     segment(model, series, tmp_path / "nifti", device="cpu", progress=False, output_format="nifti")
     expected = read_image(tmp_path / "nifti/oblique_seg.nii.gz").array
     assert np.array_equal(read_dicom_seg(tmp_path / "out/oblique_seg.dcm", series), expected)

@@ -71,12 +71,14 @@ def test_the_jobs_own_outputs_are_never_inputs(tmp_path, mri_dataset, exported, 
     assert not list(out.glob("*_seg_seg*"))
 
 
-def test_a_constant_image_is_segmented_with_a_warning(tmp_path, mri_dataset, exported):
+def test_a_constant_image_is_segmented_with_a_warning(tmp_path, mri_dataset, exported, caplog):
     vol = read_image(mri_dataset / "imagesTr/mri_000.nii.gz")
     write_image(np.zeros_like(vol.array), vol.geometry, tmp_path / "zeros.nii.gz")
-    report = _run(exported["unetpp_mri_segmentation"], tmp_path / "zeros.nii.gz", tmp_path / "out")
+    with caplog.at_level("WARNING", logger="pipeline.inference.job"):
+        report = _run(exported["unetpp_mri_segmentation"], tmp_path / "zeros.nii.gz", tmp_path / "out")
     (case,) = report.cases
     assert case.status == "ok" and "the image is constant (every voxel 0)" in case.warning
+    assert [r.getMessage() for r in caplog.records] == [f"{tmp_path / 'zeros.nii.gz'}: {case.warning}"]
     assert "the image is constant" in (tmp_path / "out/report.csv").read_text()
 
 
@@ -248,7 +250,7 @@ def test_a_complete_output_that_no_longer_reads_is_redone_with_a_warning(tmp_pat
         report = _run(model, inputs, out)
     assert report.counts() == {"ok": 1, "skipped": 1, "failed": 0}
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 1 and warnings[0].startswith(f"{damaged}: redoing it: "), warnings
+    assert len(warnings) == 1 and warnings[0].startswith(f"{damaged}: redoing it: cannot read image "), warnings
     assert read_image(damaged).array.shape == (32, 36, 32)
 
 
